@@ -1,0 +1,26 @@
+# Fresh machine: `make demo` (main job on the embedded default) and `make test` (the test suite).
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: venv
+	$(BIN)/drive-mllm demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q test
+
+bench: venv
+	$(BIN)/drive-mllm bench preprocess

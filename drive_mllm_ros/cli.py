@@ -1,0 +1,41 @@
+"""`drive-mllm`: one console script, one subcommand per job.
+
+Subcommands are imported lazily so that light commands (world, play, eval) start without torch.
+Each command module exposes ``main(argv: list[str]) -> int`` with its own argparse parser.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "node": ("drive_mllm_ros.node", "run the drive_mllm node (accepts --ros-args ...)"),
+    "bringup": ("drive_mllm_ros.bringup", "what bringup.launch.py does, for pip-only installs"),
+    "tiny-model": ("drive_mllm_ros.tiny_model", "write a random-init InternVL checkpoint"),
+    "bench": ("drive_mllm_ros.bench", "benchmarks: preprocess, model"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: drive-mllm COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<20}{help_text}" for name, (_, help_text) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"drive-mllm: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

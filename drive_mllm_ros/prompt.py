@@ -1,0 +1,80 @@
+"""The one prompt builder: multi-view prompt text and chat messages, shared by serving and training.
+
+Two layouts (METHOD.md): ``stitched`` shows one 2x3 mosaic and writes object coordinates
+normalised to 0..1000 over it; ``per_view`` shows one image per camera, each announced as
+``CAM_FRONT: <image>``, and keeps camera pixels. Pure Python.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .cameras import CameraRig
+from .drivelm import TAG_PATTERN, format_tag
+
+LAYOUTS: tuple[str, ...] = ("stitched", "per_view")
+IMAGE_PLACEHOLDER = "<image>"
+
+
+@dataclass(frozen=True)
+class PromptBuilder:
+    rig: CameraRig = CameraRig()
+    layout: str = "stitched"
+    system_prompt: str = ""
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"layout: expected one of {LAYOUTS}, got '{self.layout}'")
+
+    @property
+    def image_count(self) -> int:
+        return 1 if self.layout == "stitched" else len(self.rig.names)
+
+    def to_model_text(self, text: str) -> str:
+        """Camera-pixel tags -> the layout's coordinates (mosaic 0..1000 when stitched)."""
+        if self.layout != "stitched":
+            return text
+        return TAG_PATTERN.sub(lambda m: self._convert_tag(m, to_mosaic=True), text)
+
+    def from_model_text(self, text: str) -> str:
+        """The layout's coordinates -> camera-pixel tags (inverse of ``to_model_text``)."""
+        if self.layout != "stitched":
+            return text
+        return TAG_PATTERN.sub(lambda m: self._convert_tag(m, to_mosaic=False), text)
+
+    def _convert_tag(self, match: re.Match, to_mosaic: bool) -> str:
+        object_id, camera, x, y = match.group(1), match.group(2), float(match.group(3)), float(match.group(4))
+        if camera not in self.rig.names:
+            return match.group(0)  # unknown camera: leave it for the answer parser to report
+        if to_mosaic:
+            x, y = self.rig.to_mosaic(camera, x, y)
+        else:
+            camera, x, y = self.rig.from_mosaic(x, y, camera)
+        return format_tag(object_id, camera, x, y)
+
+    def user_text(self, question: str) -> str:
+        """Image placeholders (annotated with camera positions) followed by the question."""
+        if self.layout == "stitched":
+            images = IMAGE_PLACEHOLDER
+        else:
+            images = "\n".join(f"{name}: {IMAGE_PLACEHOLDER}" for name in self.rig.names)
+        return f"{images}\n{self.to_model_text(question)}"
+
+    def messages(self, question: str, answer: str | None = None) -> list[dict[str, str]]:
+        """Chat messages for one question (and its answer, for training)."""
+        messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": self.user_text(question)})
+        if answer is not None:
+            messages.append({"role": "assistant", "content": self.to_model_text(answer)})
+        return messages
+
+    def render(self, tokenizer: Any, question: str, answer: str | None = None) -> str:
+        """Prompt text through the checkpoint's own chat template (generation prompt when no answer)."""
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("tokenizer: the checkpoint has no chat template; add chat_template.jinja to the "
+                             "checkpoint folder or set 'chat_template' in its model preset")
+        return tokenizer.apply_chat_template(
+            self.messages(question, answer), tokenize=False, add_generation_prompt=answer is None
+        )
