@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("drive_mllm_ros.node", "run the drive_mllm node (accepts --ros-args ...)"),
     "bringup": ("drive_mllm_ros.bringup", "what bringup.launch.py does, for pip-only installs"),
     "tiny-model": ("drive_mllm_ros.tiny_model", "write a random-init InternVL checkpoint"),
-    "bench": ("drive_mllm_ros.bench", "benchmarks: preprocess, model"),
+    "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
 }
 
 

@@ -1,0 +1,18 @@
+"""`drive-mllm bench NAME`: benchmarks that print measured figures and ratios (never timed tests)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> (module with main(argv) -> int, one-line help)
+BENCHMARKS: dict[str, tuple[str, str]] = {}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in BENCHMARKS:
+        lines = ["usage: drive-mllm bench NAME [ARGS...]", "", "benchmarks:"]
+        lines += [f"  {name:<14}{help_text}" for name, (_, help_text) in BENCHMARKS.items()]
+        print("\n".join(lines), file=sys.stdout if not argv or argv[0] in ("-h", "--help") else sys.stderr)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    return int(importlib.import_module(BENCHMARKS[argv[0]][0]).main(argv[1:]) or 0)
