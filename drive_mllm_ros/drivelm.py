@@ -85,7 +85,7 @@ def behavior_sentence(steering: str, speed: str) -> str:
 
 def format_options(options: list[str] | tuple[str, ...]) -> str:
     """Multiple-choice options as DriveLM writes them: 'A. Going ahead. B. Turn left. ...'."""
-    return " ".join(f"{letter}. {text}" for letter, text in zip(OPTION_LETTERS, options))
+    return " ".join(f"{letter}. {text}" for letter, text in zip(OPTION_LETTERS, options, strict=False))
 
 
 def format_trajectory(waypoints: list[tuple[float, float]]) -> str:
