@@ -1,0 +1,222 @@
+"""The model backend: a local InternVL-family checkpoint answering driving questions about one camera frame.
+
+Native transformers classes only (no remote code unless asked for explicitly), safetensors weights only.
+A frame is preprocessed once (`prepare`); `answer` encodes its images once and answers each question with
+greedy decoding from that encoding. Prompts come from the shared PromptBuilder, answers go back through
+`builder.from_model_text` so object tags are in camera pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
+from .prompt import IMAGE_PLACEHOLDER, PromptBuilder
+
+GET_CHECKPOINT_HINT = ("write a test checkpoint with `drive-mllm tiny-model --out DIR`, or download a real one "
+                       "as described in the presets under models/ (e.g. models/internvl3-1b-hf.yaml)")
+PICKLE_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+STOP_TOKENS = ("<|im_end|>", "<|endoftext|>")
+
+
+class ModelLoadError(RuntimeError):
+    """A checkpoint folder that cannot serve: missing, wrong format, unsafe weights or inconsistent settings."""
+
+
+@dataclass
+class PreparedFrame:
+    """One frame's model-ready images: tiles of all layout images concatenated, and the tile count per image."""
+
+    pixel_values: torch.Tensor
+    tiles_per_image: list[int]
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    names = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+             "fp32": torch.float32, "float32": torch.float32}
+    if dtype not in names:
+        raise ValueError(f"dtype: expected 'auto' or one of {sorted(names)}, got '{dtype}'")
+    return names[dtype]
+
+
+def check_folder(path: Path, trust_remote_code: bool) -> None:
+    """Refuse what is detectable before transformers runs: missing folder, no config, pickle weights, remote code."""
+    if not path.is_dir():
+        raise ModelLoadError(f"model checkpoint folder '{path}' does not exist; {GET_CHECKPOINT_HINT}")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"'{path}' is not a transformers checkpoint (no config.json); {GET_CHECKPOINT_HINT}")
+    if not list(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_WEIGHT_SUFFIXES)
+        if pickles:
+            raise ModelLoadError(f"'{path / pickles[0]}' holds pickle weights, which can run code when loaded; "
+                                 "convert the checkpoint to safetensors (model.safetensors) and load that")
+        raise ModelLoadError(f"'{path}' has no model.safetensors weights; {GET_CHECKPOINT_HINT}")
+    config = json.loads(config_file.read_text())
+    if config.get("auto_map") and not trust_remote_code:
+        raise ModelLoadError(f"'{config_file}' asks for remote code (auto_map: {sorted(config['auto_map'])}); "
+                             "pass trust_remote_code=True only if you trust that code, or convert the checkpoint "
+                             "to the native transformers InternVL (-hf) layout")
+
+
+def load_internvl_config(path: Path, trust_remote_code: bool) -> Any:
+    from transformers import AutoConfig, InternVLConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (ValueError, KeyError, OSError) as error:
+        raise ModelLoadError(f"'{path / 'config.json'}' is not a readable transformers config: {error}") from error
+    if not isinstance(config, InternVLConfig):
+        raise ModelLoadError(f"'{path / 'config.json'}' is a '{config.model_type}' config, expected an InternVL "
+                             "one (model_type 'internvl', the native -hf layout); original InternVL2/Mini-InternVL "
+                             "checkpoints must be converted first")
+    return config
+
+
+def check_image_tokens(config: Any, spec: TilingSpec, builder: PromptBuilder, path: Path) -> None:
+    """The checkpoint's vision tower, image-token count and context must agree with the processor and layout."""
+    vision = config.vision_config
+    tower_size = vision.image_size[0] if isinstance(vision.image_size, list | tuple) else vision.image_size
+    patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
+    if tower_size != spec.tile_size:
+        raise ModelLoadError(f"'{path}': the vision tower takes {tower_size}-px tiles but preprocessor_config.json "
+                             f"resizes to {spec.tile_size}-px tiles; fix 'size' in preprocessor_config.json")
+    tokens_per_tile = int((tower_size // patch) ** 2 * config.downsample_ratio**2)
+    if config.image_seq_length != tokens_per_tile:
+        raise ModelLoadError(f"'{path}': config image_seq_length is {config.image_seq_length} but a {tower_size}-px "
+                             f"tile with {patch}-px patches and downsample {config.downsample_ratio} gives "
+                             f"{tokens_per_tile} image tokens; the prompt would not match the image features")
+    width, height = builder.rig.mosaic_size if builder.layout == "stitched" else builder.rig.image_size
+    visual_tokens = builder.image_count * spec.tile_count(width, height) * tokens_per_tile
+    context = config.text_config.max_position_embeddings
+    if visual_tokens >= context:
+        raise ModelLoadError(f"'{path}': the {builder.layout} layout shows {builder.image_count} image(s) = "
+                             f"{visual_tokens} image tokens, more than the model's context of {context} tokens; "
+                             "use fewer cameras or tiles (max tiles) or the other layout")
+
+
+def check_tokenizer(tokenizer: Any, config: Any, path: Path) -> None:
+    names = ("start_image_token", "end_image_token", "context_image_token")
+    missing = [name for name in names if not getattr(tokenizer, name, None)]
+    if missing:
+        raise ModelLoadError(f"'{path}': the tokenizer lacks InternVL's image tokens ({', '.join(missing)} in "
+                             "tokenizer_config.json)")
+    if tokenizer.context_image_token_id != config.image_token_id:
+        raise ModelLoadError(f"'{path}': tokenizer id of {tokenizer.context_image_token} is "
+                             f"{tokenizer.context_image_token_id} but config image_token_id is {config.image_token_id}")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ModelLoadError(f"'{path}': the tokenizer has no chat template; add chat_template.jinja to the folder")
+
+
+class DrivingModel:
+    """A loaded checkpoint plus its tokenizer, tiling settings and the layout's prompt builder."""
+
+    def __init__(self, model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, model_id: str):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.builder = builder
+        self.model_id = model_id
+        self.device = str(model.device)
+        self.dtype = model.dtype
+        self.image_seq_length: int = model.config.image_seq_length
+        stop = {tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(list(STOP_TOKENS))}
+        self.stop_token_ids = sorted(i for i in stop if i is not None and i != tokenizer.unk_token_id)
+
+    @classmethod
+    def load(cls, path: str | Path, builder: PromptBuilder, device: str = "auto", dtype: str = "auto",
+             trust_remote_code: bool = False, max_tiles: int | None = None) -> DrivingModel:
+        """Load a local checkpoint folder (native InternVL layout, safetensors) for the builder's layout.
+
+        device "auto": cuda when available, else cpu; dtype "auto": bf16 on GPU, fp32 on CPU.
+        max_tiles overrides the image processor's max_patches (dynamic tiling bound).
+        """
+        from transformers import AutoModelForImageTextToText, AutoTokenizer, GotOcr2ImageProcessorPil
+
+        path = Path(path).expanduser()
+        check_folder(path, trust_remote_code)
+        config = load_internvl_config(path, trust_remote_code)
+        if not (path / "preprocessor_config.json").is_file():
+            raise ModelLoadError(f"'{path}' has no preprocessor_config.json (tile size, normalisation)")
+        spec = TilingSpec.from_image_processor(GotOcr2ImageProcessorPil.from_pretrained(path), builder.layout,
+                                               max_tiles)
+        check_image_tokens(config, spec, builder, path)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        check_tokenizer(tokenizer, config, path)
+        device = resolve_device(device)
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, config=config, dtype=resolve_dtype(dtype, device), use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+        )
+        return cls(model.to(device).eval(), tokenizer, spec, builder, model_id=path.name)
+
+    @property
+    def view_size(self) -> tuple[int, int] | None:
+        """The smallest (width, height) a camera image must be decoded at (None: full size); see images.py."""
+        return view_target_size(self.builder, self.spec)
+
+    def prepare(self, views: list[np.ndarray]) -> PreparedFrame:
+        """Views in rig order (RGB uint8) -> the layout's tiles on the model's device and dtype."""
+        pixel_values, tiles_per_image = to_pixel_values(layout_images(views, self.builder), self.spec)
+        return PreparedFrame(pixel_values.to(self.device, self.dtype), tiles_per_image)
+
+    def image_token_ids(self, tiles: int) -> list[int]:
+        """`<img>` + `<IMG_CONTEXT>` x (image_seq_length x tiles) + `</img>`, as InternVLProcessor expands it."""
+        tokenizer = self.tokenizer
+        context = [tokenizer.context_image_token_id] * (self.image_seq_length * tiles)
+        return [tokenizer.start_image_token_id, *context, tokenizer.end_image_token_id]
+
+    def prompt_ids(self, question: str, tiles_per_image: list[int], answer: str | None = None) -> list[int]:
+        """Token ids of the chat-templated prompt with each `<image>` expanded to its image tokens."""
+        pieces = self.builder.render(self.tokenizer, question, answer).split(IMAGE_PLACEHOLDER)
+        if len(pieces) - 1 != len(tiles_per_image):
+            raise ValueError(f"prompt: {len(pieces) - 1} image placeholders for {len(tiles_per_image)} images")
+        ids = self.tokenizer.encode(pieces[0], add_special_tokens=False)
+        for tiles, piece in zip(tiles_per_image, pieces[1:], strict=True):
+            ids += self.image_token_ids(tiles) + self.tokenizer.encode(piece, add_special_tokens=False)
+        return ids
+
+    def encode_images(self, frame: PreparedFrame) -> Any:
+        """Vision tower + projector output for a frame, reusable across questions (generate's mm_encoder_outputs)."""
+        with torch.inference_mode():
+            return self.model.get_image_features(pixel_values=frame.pixel_values, return_dict=True)
+
+    def generate_ids(self, prompt_ids: list[int], image_features: Any, max_new_tokens: int) -> list[int]:
+        """Greedy continuation of one prompt, stopping at <|im_end|> / end of text."""
+        input_ids = torch.tensor([prompt_ids], device=self.device)
+        with torch.inference_mode():
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                mm_encoder_outputs={"image": image_features}, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return output[0, input_ids.shape[1]:].tolist()
+
+    def answer(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
+        """Answers to several questions about one frame; object tags come back in camera pixels."""
+        budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        if len(budgets) != len(questions):
+            raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
+        image_features = self.encode_images(frame)
+        answers = []
+        for question, budget in zip(questions, budgets, strict=True):
+            new_ids = self.generate_ids(self.prompt_ids(question, frame.tiles_per_image), image_features, budget)
+            text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+            answers.append(self.builder.from_model_text(text))
+        return answers

