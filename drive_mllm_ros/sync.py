@@ -9,6 +9,7 @@ Memory is bounded: a short history per camera and a few pending anchors. Pure Py
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,8 +42,15 @@ class SyncStats:
 class CameraSynchronizer:
     """Feed messages with ``add``; it returns a set when one is ready (never an older one than before)."""
 
-    def __init__(self, cameras: tuple[str, ...], anchor: str, tolerance_s: float = 0.05,
-                 max_wait_s: float = 0.25, missing_policy: str = "drop", history: int = 8) -> None:
+    def __init__(
+        self,
+        cameras: tuple[str, ...],
+        anchor: str,
+        tolerance_s: float = 0.05,
+        max_wait_s: float = 0.25,
+        missing_policy: str = "drop",
+        history: int = 8,
+    ) -> None:
         if anchor not in cameras:
             raise ValueError(f"anchor_camera: '{anchor}' is not one of {list(cameras)}")
         if missing_policy not in MISSING_POLICIES:
@@ -138,3 +146,29 @@ class CameraSynchronizer:
         else:
             self.stats.complete += 1
         return camera_set
+
+
+class LatestOnly:
+    """A one-slot mailbox between the subscription thread and the worker: never a backlog.
+
+    ``put`` replaces an unprocessed item (counted as superseded); ``take`` waits for one.
+    """
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._ready = threading.Condition()
+        self.superseded = 0
+
+    def put(self, item: Any) -> None:
+        with self._ready:
+            if self._item is not None:
+                self.superseded += 1
+            self._item = item
+            self._ready.notify()
+
+    def take(self, timeout: float | None = None) -> Any:
+        with self._ready:
+            if self._item is None:
+                self._ready.wait(timeout)
+            item, self._item = self._item, None
+            return item

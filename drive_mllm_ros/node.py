@@ -1,0 +1,321 @@
+"""The drive_mllm lifecycle node: camera topics in, driving language and planner messages out.
+
+A thin ROS shell: parameters (params.py), synchronization (sync.py), image conversion
+(images.py), the model (model.py), the scene analysis (scene.py) and the output messages
+(outputs.py) are plain modules. Configure validates parameters and loads the model; activate
+subscribes and starts the worker. Subscription callbacks only store messages; one worker thread
+decodes and answers the newest complete set, so there is never a backlog.
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from nav_msgs.msg import Path
+from rclpy.executors import ExternalShutdownException
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from . import outputs
+from .health import NodeHealth
+from .images import ImageConversionError, image_from_msg
+from .model import DrivingModel, ModelLoadError
+from .params import NodeParams
+from .paths import embedded_model_dir
+from .preprocess import blank_view, stitch_views
+from .scene import Scene, SceneAnalyzer
+from .sync import NS, CameraSet, CameraSynchronizer, LatestOnly
+
+TEXT_STAGES = ("perception", "prediction", "planning")
+STALE_CAMERA_S = 2.0  # a camera silent this long is reported in diagnostics
+
+
+class DriveMllmNode(LifecycleNode):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("drive_mllm", **kwargs)
+        self._defaults = NodeParams().ros_defaults()
+        for name, default in self._defaults.items():
+            self.declare_parameter(name, default)
+        self.health = NodeHealth(self.get_logger().warning)
+        self.params: NodeParams | None = None
+        self.model: DrivingModel | None = None
+        self.config_error = ""
+        self._subscriptions: list[Any] = []
+        self._publishers: dict[str, Any] = {}
+        self._intrinsics: dict[str, tuple[float, float, float, float]] = {}
+        self._last_seen: dict[str, float] = {}
+        self._sets = LatestOnly()
+        self._questions: queue.Queue[str] = queue.Queue(maxsize=16)
+        self._last_frame: Any = None
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._diagnostics_timer = None
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.params = NodeParams.from_ros({n: self.get_parameter(n).value for n in self._defaults})
+            self.model = self._load_model(self.params)
+        except (ValueError, ModelLoadError) as error:
+            self.config_error = str(error)
+            self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        p = self.params
+        self.rig = p.rig()
+        self.sync = CameraSynchronizer(
+            self.rig.names, p.anchor_camera, p.sync_tolerance, p.sync_max_wait, p.missing_camera_policy
+        )
+        self.analyzer = SceneAnalyzer(self.model, p.stage_questions(), self.rig.names, p.layout)
+        pub = self.create_lifecycle_publisher
+        self._publishers = {stage: pub(String, f"~/{stage}", 10) for stage in TEXT_STAGES}
+        self._publishers.update(
+            scene=pub(String, "~/scene", 10),
+            key_objects=pub(MarkerArray, "~/key_objects", 10),
+            answer=pub(String, "~/answer", 10),
+        )
+        if p.questions.get("trajectory"):
+            self._publishers["trajectory"] = pub(Path, "~/trajectory", 10)
+        if p.publish_annotated:
+            self._publishers["annotated"] = pub(CompressedImage, "~/annotated", 2)
+        self._publishers["diagnostics"] = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diagnostics_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
+        self.get_logger().info(
+            f"configured: model {self.model.model_id} on {self.model.device}, "
+            f"{len(self.rig.names)} cameras, layout {p.layout}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load_model(self, params: NodeParams) -> DrivingModel:
+        path = params.model_path or str(embedded_model_dir())
+        return DrivingModel.load(
+            path,
+            params.prompt_builder(),
+            device=params.device,
+            dtype=params.dtype,
+            trust_remote_code=params.trust_remote_code,
+        )
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        p = self.params
+        reliability = (
+            ReliabilityPolicy.RELIABLE if p.image_qos_reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+        )
+        image_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5, reliability=reliability)
+        info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        image_type = CompressedImage if p.image_transport == "compressed" else Image
+        for camera, topic in zip(self.rig.names, self.rig.topics, strict=True):
+            self._subscriptions.append(
+                self.create_subscription(image_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos)
+            )
+            self._subscriptions.append(
+                self.create_subscription(
+                    CameraInfo,
+                    topic.rsplit("/", 1)[0] + "/camera_info",
+                    lambda msg, c=camera: self._on_info(c, msg),
+                    info_qos,
+                )
+            )
+        self._subscriptions.append(self.create_subscription(String, "~/question", self._on_question, 10))
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="drive_mllm_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"active: listening on {list(self.rig.topics)} ({p.image_transport})")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for subscription in self._subscriptions:
+            self.destroy_subscription(subscription)
+        self._subscriptions.clear()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        for publisher in self._publishers.values():
+            self.destroy_publisher(publisher)
+        self._publishers.clear()
+        if self._diagnostics_timer is not None:
+            self.destroy_timer(self._diagnostics_timer)
+        self.model = self._last_frame = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+
+    # ---- subscription callbacks: cheap, never raise -----------------------------------------------
+    def _on_image(self, camera: str, msg: Any) -> None:
+        self._last_seen[camera] = time.monotonic()
+        self.health.count(f"received {camera}")
+        stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+        try:
+            camera_set = self.sync.add(camera, stamp_ns, msg)
+        except ValueError as error:  # defensive: the synchronizer only raises on misconfiguration
+            self.health.report(f"sync {camera}", f"{camera}: {error}")
+            return
+        if camera_set is not None:
+            self._sets.put(camera_set)
+
+    def _on_info(self, camera: str, msg: CameraInfo) -> None:
+        if msg.k[0] > 0 and msg.k[4] > 0:
+            self._intrinsics[camera] = (msg.k[0], msg.k[4], msg.k[2], msg.k[5])
+
+    def _on_question(self, msg: String) -> None:
+        try:
+            self._questions.put_nowait(msg.data)
+        except queue.Full:
+            self.health.report("question queue full", "~/question: too many pending questions, dropping new ones")
+
+    # ---- worker ------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            camera_set = self._sets.take(timeout=0.1)
+            if camera_set is not None:
+                self._process(camera_set)
+            self._answer_questions()
+
+    def _process(self, camera_set: CameraSet) -> None:
+        started = time.perf_counter()
+        views, missing = self._decode(camera_set)
+        if views is None:
+            return
+        decoded = time.perf_counter()
+        frame_id = camera_set.messages[self.params.anchor_camera].header.frame_id
+        try:
+            scene = self.analyzer.analyze(views, camera_set.stamp_ns, frame_id, missing)
+        except Exception as error:  # one bad frame must not stop the node
+            self.health.count("errors")
+            self.health.report(f"model {type(error).__name__}", f"model failed on a frame: {error!r}")
+            return
+        self._last_frame = self.analyzer.last_frame
+        scene.latency_ms["decode"] = (decoded - started) * 1e3
+        self._publish(scene, views)
+        scene.latency_ms["total"] = (time.perf_counter() - started) * 1e3
+        for stage, value in scene.latency_ms.items():
+            self.health.add_latency(stage, value)
+        self.health.count("sets processed")
+        self.health.count("sets partial", int(scene.partial))
+
+    def _decode(self, camera_set: CameraSet) -> tuple[list[Any] | None, tuple[str, ...]]:
+        """Messages -> RGB views in rig order; undecodable cameras count as missing (policy applies)."""
+        views, missing = [], list(camera_set.missing)
+        for camera in self.rig.names:
+            msg = camera_set.messages.get(camera)
+            view = None
+            if msg is not None:
+                try:
+                    view = image_from_msg(
+                        msg, size=self.rig.image_size, target_size=self.model.view_size, source=camera
+                    )
+                except ImageConversionError as error:
+                    self.health.report(f"image {camera} {error.kind}", str(error))
+                    missing.append(camera)
+            views.append(view)
+        if missing and self.params.missing_camera_policy == "drop":
+            self.health.count("sets dropped")
+            return None, tuple(missing)
+        blank = blank_view(self.rig, self.model.view_size)
+        return [blank if v is None else v for v in views], tuple(sorted(set(missing), key=self.rig.names.index))
+
+    def _publish(self, scene: Scene, views: list[Any]) -> None:
+        publishers = self._publishers
+        for stage in TEXT_STAGES:
+            publishers[stage].publish(outputs.stage_text(scene, stage))
+        publishers["scene"].publish(outputs.scene_json(scene))
+        publishers["key_objects"].publish(outputs.key_object_markers(scene, self._intrinsics, self.rig.image_size))
+        if "trajectory" in publishers:
+            publishers["trajectory"].publish(outputs.trajectory_path(scene, self.params.trajectory_frame_id))
+        if "annotated" in publishers:
+            mosaic = stitch_views(views, self.rig)
+            publishers["annotated"].publish(
+                outputs.annotated_image(mosaic, scene, self.rig, self.params.annotated_jpeg_quality)
+            )
+
+    def _answer_questions(self) -> None:
+        while not self._questions.empty():
+            question = self._questions.get_nowait()
+            if self._last_frame is None:
+                answer = "No camera set has been processed yet."
+            else:
+                try:
+                    answer = self.model.answer(self._last_frame, [question])[0]
+                except Exception as error:
+                    self.health.count("errors")
+                    self.health.report(f"question {type(error).__name__}", f"~/question failed: {error!r}")
+                    continue
+            self._publishers["answer"].publish(String(data=answer))
+
+    # ---- diagnostics -------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        if self.model is None or "diagnostics" not in self._publishers:
+            return
+        now = time.monotonic()
+        stale = [c for c in self.rig.names if now - self._last_seen.get(c, -1e9) > STALE_CAMERA_S]
+        values: dict[str, object] = {
+            "model": self.model.model_id,
+            "device": self.model.device,
+            "layout": self.params.layout,
+        }
+        values.update(self.health.snapshot())
+        stats = self.sync.stats
+        values.update(
+            {
+                "sets complete": stats.complete,
+                "sets partial (sync)": stats.partial,
+                "sets dropped (sync)": stats.dropped,
+                "sets superseded": stats.superseded + self._sets.superseded,
+                "time resets": stats.time_resets,
+                "stale cameras": ",".join(stale) or "none",
+            }
+        )
+        values.update({f"missing {c}": n for c, n in stats.missing_by_camera.items()})
+        if self.health.counters["errors"] or self.health.conditions:
+            level, message = DiagnosticStatus.WARN, "serving; bad input or errors seen (see counts)"
+        elif stale:
+            level, message = DiagnosticStatus.WARN, f"no images from {', '.join(stale)}"
+        else:
+            level, message = DiagnosticStatus.OK, "serving"
+        stamp_ns = self.get_clock().now().nanoseconds
+        self._publishers["diagnostics"].publish(
+            outputs.diagnostics(stamp_ns, "drive_mllm: model", level, message, values)
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv if argv is None else ["drive-mllm node", *argv]
+    rclpy.init(args=args)
+    node = DriveMllmNode()
+    code = 0
+    try:
+        if node.get_parameter("autostart").value:
+            node.trigger_configure()
+            if node.params is None or node.model is None:
+                print(f"drive_mllm: {node.config_error}", file=sys.stderr)
+                return 2
+            node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node._stop_worker()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""One camera set -> one scene: ask the configured questions per stage, parse the answers.
+
+Questions containing ``{object}`` are asked once per key object found by the earlier answers
+(up to ``max_objects``), which is how DriveLM's object-level questions become a fixed
+configuration. The result serialises to the ``~/scene`` JSON (config/scene.schema.json). Pure
+Python: the node only converts messages in and out.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from .answers import parse_behavior, parse_tags, parse_waypoints, resolve_choice
+from .drivelm import STAGES, ObjectTag
+
+OBJECT_SLOT = "{object}"
+
+
+class FrameModel(Protocol):
+    """What the analyzer needs from a model backend (drive_mllm_ros.model.DrivingModel)."""
+
+    model_id: str
+
+    def prepare(self, views: list[np.ndarray]) -> Any: ...
+
+    def answer(self, frame: Any, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]: ...
+
+
+@dataclass
+class StageQuestions:
+    """The questions asked per stage, in stage order, with a token budget per stage."""
+
+    questions: dict[str, list[str]]
+    max_new_tokens: dict[str, int] = field(default_factory=dict)
+    max_objects: int = 3
+    default_max_new_tokens: int = 96
+
+    def __post_init__(self) -> None:
+        unknown = set(self.questions) - set(STAGES)
+        if unknown:
+            raise ValueError(f"questions: unknown stage(s) {sorted(unknown)}, expected some of {STAGES}")
+        if not any(self.questions.values()):
+            raise ValueError("questions: at least one question must be configured")
+        for stage, budget in self.max_new_tokens.items():
+            if budget < 1:
+                raise ValueError(f"max_new_tokens.{stage}: expected >= 1, got {budget}")
+
+    def budget(self, stage: str) -> int:
+        return self.max_new_tokens.get(stage, self.default_max_new_tokens)
+
+    def fixed(self) -> list[tuple[str, str]]:
+        return [(s, q) for s in STAGES for q in self.questions.get(s, []) if OBJECT_SLOT not in q]
+
+    def per_object(self, objects: list[ObjectTag]) -> list[tuple[str, str]]:
+        chosen = objects[: self.max_objects]
+        return [
+            (s, q.replace(OBJECT_SLOT, str(obj)))
+            for s in STAGES
+            for q in self.questions.get(s, [])
+            if OBJECT_SLOT in q
+            for obj in chosen
+        ]
+
+
+@dataclass
+class Scene:
+    stamp_ns: int
+    frame_id: str
+    model: str
+    layout: str
+    cameras: dict[str, str]
+    qa: list[dict[str, str]] = field(default_factory=list)
+    key_objects: list[dict[str, Any]] = field(default_factory=list)
+    behavior: dict[str, Any] | None = None
+    trajectory: list[list[float]] | None = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    unparsed: int = 0
+
+    @property
+    def partial(self) -> bool:
+        return any(state != "ok" for state in self.cameras.values())
+
+    def answers(self, stage: str) -> list[str]:
+        return [item["answer"] for item in self.qa if item["stage"] == stage]
+
+    def to_dict(self) -> dict[str, Any]:
+        sec, nanosec = divmod(self.stamp_ns, 1_000_000_000)
+        return {
+            "stamp": {"sec": sec, "nanosec": nanosec},
+            "frame_id": self.frame_id,
+            "model": self.model,
+            "layout": self.layout,
+            "cameras": self.cameras,
+            "partial": self.partial,
+            "qa": self.qa,
+            "key_objects": self.key_objects,
+            "behavior": self.behavior,
+            "trajectory": self.trajectory,
+            "latency_ms": {k: round(v, 2) for k, v in self.latency_ms.items()},
+            "unparsed": self.unparsed,
+        }
+
+
+class SceneAnalyzer:
+    def __init__(self, model: FrameModel, questions: StageQuestions, cameras: tuple[str, ...], layout: str) -> None:
+        self.model, self.questions, self.cameras, self.layout = model, questions, cameras, layout
+        self.last_frame: Any = None  # the newest prepared images, for follow-up questions
+
+    def analyze(self, views: list[np.ndarray], stamp_ns: int, frame_id: str, missing: tuple[str, ...] = ()) -> Scene:
+        """Views in rig order (blank views stand in for ``missing`` cameras)."""
+        scene = Scene(
+            stamp_ns,
+            frame_id,
+            self.model.model_id,
+            self.layout,
+            {c: "blank" if c in missing else "ok" for c in self.cameras},
+        )
+        started = time.perf_counter()
+        frame = self.last_frame = self.model.prepare(views)
+        prepared = time.perf_counter()
+        self._ask(scene, frame, self.questions.fixed())
+        objects = self._collect_objects(scene)
+        self._ask(scene, frame, self.questions.per_object(objects))
+        answered = time.perf_counter()
+        self._collect_objects(scene)
+        self._parse_behavior_and_trajectory(scene)
+        scene.latency_ms.update(preprocess=(prepared - started) * 1e3, model=(answered - prepared) * 1e3)
+        return scene
+
+    def _ask(self, scene: Scene, frame: Any, items: list[tuple[str, str]]) -> None:
+        if not items:
+            return
+        budgets = [self.questions.budget(stage) for stage, _ in items]
+        answers = self.model.answer(frame, [q for _, q in items], budgets)
+        scene.qa += [{"stage": s, "question": q, "answer": a} for (s, q), a in zip(items, answers, strict=True)]
+
+    def _collect_objects(self, scene: Scene) -> list[ObjectTag]:
+        """Key objects from every answer so far, first mention wins; recounts unparsed fragments."""
+        seen: dict[tuple[str, str], ObjectTag] = {}
+        stage_of: dict[tuple[str, str], str] = {}
+        unparsed = 0
+        for item in scene.qa:
+            tags, bad = parse_tags(item["answer"], self.cameras)
+            unparsed += bad
+            for tag in tags:
+                key = (tag.object_id, tag.camera)
+                if key not in seen:
+                    seen[key], stage_of[key] = tag, item["stage"]
+        scene.unparsed = unparsed
+        scene.key_objects = [
+            {"id": t.object_id, "camera": t.camera, "x": t.x, "y": t.y, "stage": stage_of[k]} for k, t in seen.items()
+        ]
+        return list(seen.values())
+
+    def _parse_behavior_and_trajectory(self, scene: Scene) -> None:
+        behavior_items = [item for item in scene.qa if item["stage"] == "behavior"]
+        if behavior_items:
+            text = resolve_choice(behavior_items[0]["question"], behavior_items[0]["answer"])
+            steering, speed, bad = parse_behavior(text)
+            scene.behavior = {"steering": steering, "speed": speed, "text": text}
+            scene.unparsed += bad
+        trajectory_answers = scene.answers("trajectory")
+        if trajectory_answers:
+            waypoints, bad = parse_waypoints(trajectory_answers[0])
+            scene.trajectory = [[x, y] for x, y in waypoints]
+            scene.unparsed += bad
