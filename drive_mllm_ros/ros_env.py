@@ -14,9 +14,12 @@ _held_domain = None  # keeps the domain id reserved for the life of this process
 
 
 def isolate_ros(env: MutableMapping[str, str] = os.environ, fresh_domain: bool = False) -> MutableMapping[str, str]:
-    """Set loopback discovery, a unique ROS_DOMAIN_ID (unless one is set) and ROS_LOG_DIR in ``env``."""
+    """Loopback discovery and a free ROS_DOMAIN_ID and ROS_LOG_DIR, unless the user chose them.
+
+    Set ROS_AUTOMATIC_DISCOVERY_RANGE=SUBNET yourself to reach other machines.
+    """
     global _held_domain
-    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     if fresh_domain or not env.get("ROS_DOMAIN_ID"):
         import domain_coordinator  # reserves the id with a local port while this process lives
 
