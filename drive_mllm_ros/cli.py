@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bringup": ("drive_mllm_ros.bringup", "what bringup.launch.py does, for pip-only installs"),
     "tiny-model": ("drive_mllm_ros.tiny_model", "write a random-init InternVL checkpoint"),
     "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
+    "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
 }
 
 

@@ -1,0 +1,88 @@
+"""`drive-mllm eval`: DriveLM challenge evaluation.
+
+  drive-mllm eval prepare --drivelm DRIVELM.json --out TEST.json [--seed 0]
+  drive-mllm eval score --gt TEST.json (--pred PRED.json | --from-bag BAG [--scene-topic T]) --out DIR
+                        [--judge-url URL --judge-model NAME]
+
+`score` writes DIR/scores.json, DIR/report.md and DIR/subscores.png. The judge key, if the endpoint needs
+one, is read from OPENAI_API_KEY. Exit status: 0 scored, 1 scored but the judge failed, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from .from_bag import DEFAULT_SCENE_TOPIC, DEFAULT_TOLERANCE_MS, predictions_from_messages, scene_messages
+from .judge import Judge
+from .predictions import InputIssues, collect_answers, read_prediction_file
+from .prepare import prepare_file
+from .report import write_report
+from .score import evaluate
+from .testset import cam_front_stamps, load_test
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="drive-mllm eval", description="DriveLM challenge evaluation")
+    commands = root.add_subparsers(dest="command", required=True)
+    prepare = commands.add_parser("prepare", help="DriveLM v1.1 JSON -> challenge test format (tagged QA)")
+    prepare.add_argument("--drivelm", required=True, help="DriveLM v1.1 JSON (real or synthetic)")
+    prepare.add_argument("--out", required=True, help="test file to write")
+    prepare.add_argument("--seed", type=int, default=0, help="seed of the multiple-choice distractors")
+    score = commands.add_parser("score", help="score predictions against a test file")
+    score.add_argument("--gt", required=True, help="test file written by 'prepare'")
+    source = score.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pred", help="predictions: JSON list of {id, question, answer}")
+    source.add_argument("--from-bag", help="bag with the node's scene messages")
+    score.add_argument("--scene-topic", default=DEFAULT_SCENE_TOPIC)
+    score.add_argument("--stamp-tolerance-ms", type=float, default=DEFAULT_TOLERANCE_MS,
+                       help="largest gap between a scene stamp and its key frame's CAM_FRONT timestamp")
+    score.add_argument("--out", required=True, help="folder for scores.json, report.md, subscores.png")
+    score.add_argument("--label", default="ours", help="name of our row in the report")
+    score.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
+    score.add_argument("--judge-model", help="judge model name (required with --judge-url)")
+    score.add_argument("--judge-workers", type=int, default=8)
+    score.add_argument("--judge-timeout-s", type=float, default=60.0)
+    return root
+
+
+def run_score(args: argparse.Namespace) -> int:
+    items = load_test(args.gt)
+    issues = InputIssues()
+    if args.pred:
+        entries = read_prediction_file(args.pred)
+    else:
+        messages = scene_messages(args.from_bag, args.scene_topic)
+        entries = predictions_from_messages(messages, items, cam_front_stamps(args.gt), issues,
+                                            args.stamp_tolerance_ms)
+    answers = collect_answers(entries, {item.id for item in items}, issues)
+    judge = None
+    if args.judge_url:
+        judge = Judge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY"), args.judge_timeout_s,
+                      args.judge_workers)
+    scores = evaluate(items, answers, issues, judge)
+    paths = write_report(scores, issues, args.out, args.label)
+    print(f"final {scores['final']}, judge-free final {scores['judge_free_final']}; wrote {', '.join(map(str, paths))}")
+    for kind, count in issues.counts.items():
+        print(f"input issue: {kind}: {count} (e.g. {', '.join(issues.examples[kind])})", file=sys.stderr)
+    if scores["judge_error"]:
+        print(f"error: {scores['judge_error']}; other metrics reported", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "score" and args.judge_url and not args.judge_model:
+        print("drive-mllm eval score: --judge-url needs --judge-model", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "prepare":
+            prepare_file(args.drivelm, args.out, args.seed)
+            print(f"wrote {args.out}")
+            return 0
+        return run_score(args)
+    except ValueError as error:
+        print(f"drive-mllm eval: {error}", file=sys.stderr)
+        return 2

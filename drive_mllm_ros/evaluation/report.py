@@ -1,0 +1,88 @@
+"""Write a score: scores.json, report.md (the paper's rows beside ours) and subscores.png."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .predictions import InputIssues
+from .score import PAPER_TABLE, PaperRow
+
+COLUMNS = ("Model", "Params", "Acc", "Judge", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE_L", "CIDEr", "Match",
+           "Final")
+MISSING = "—"
+
+
+def cell(value: float | None, digits: int = 4) -> str:
+    return MISSING if value is None else f"{value:.{digits}f}"
+
+
+def paper_cells(row: PaperRow) -> list[str]:
+    bleu = row.bleu or (None,) * 4
+    return [row.model, row.params, cell(row.accuracy), cell(row.judge, 2), *map(cell, bleu), cell(row.rouge_l),
+            cell(row.cider), cell(row.match, 2), cell(row.final)]
+
+
+def our_cells(scores: dict, label: str) -> list[str]:
+    language = scores["language"] or {}
+    bleu = [language.get(f"Bleu_{n}") for n in range(1, 5)]
+    return [f"**{label}**", "", cell(scores["accuracy"]), cell(scores["judge"], 2), *map(cell, bleu),
+            cell(language.get("ROUGE_L")), cell(language.get("CIDEr")), cell(scores["match"], 2),
+            cell(scores["final"])]
+
+
+def markdown(scores: dict, issues: InputIssues, label: str) -> str:
+    rows = [COLUMNS, ("---",) * len(COLUMNS), *map(paper_cells, PAPER_TABLE), our_cells(scores, label)]
+    lines = ["# DriveLM evaluation", "", "Paper rows: Mini-InternVL (arXiv 2410.16261) Table 4, "
+             "DriveLM-nuScenes v1.1 val. Ours: this run.", ""]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    terms = scores["terms"]
+    lines += ["", "## Final score terms (official weights)", "",
+              f"- judge 0.4 x Judge/100: {cell(terms['judge'])}",
+              f"- language 0.2 x Lang: {cell(terms['language'])} (Lang = {cell(scores['language_score'])})",
+              f"- match 0.2 x Match/100: {cell(terms['match'])} (match F1 {cell(scores['match_f1'], 2)}, "
+              f"judge on match items {cell(scores['match_judge'], 2)})",
+              f"- accuracy 0.2 x Acc: {cell(terms['accuracy'])}",
+              f"- **final**: {cell(scores['final'])}; judge-free final (judge ratings counted as 0, a lower bound): "
+              f"{cell(scores['judge_free_final'])}"]
+    if scores["judge_error"]:
+        lines += ["", f"**Judge error**: {scores['judge_error']}; judge parts are missing."]
+    lines += ["", "## Items and input issues", "", f"- scored items: {scores['items']}"]
+    lines += [f"- {kind}: {count} (e.g. {', '.join(issues.examples[kind])})" for kind, count in issues.counts.items()]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(scores: dict, path: Path) -> None:
+    """Sub-scores on 0..1 (judge and match divided by 100); missing ones are labelled n/a."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    language = scores["language"] or {}
+    per_100 = {"Match F1": scores["match_f1"], "Judge": scores["judge"], "Match": scores["match"]}
+    values = {"Accuracy": scores["accuracy"], **{f"BLEU-{n}": language.get(f"Bleu_{n}") for n in range(1, 5)},
+              "ROUGE_L": language.get("ROUGE_L"), "CIDEr": language.get("CIDEr"), "Lang": scores["language_score"],
+              **{name: None if v is None else v / 100 for name, v in per_100.items()},
+              "Final": scores["final"], "Judge-free final": scores["judge_free_final"]}
+    figure, axes = plt.subplots(figsize=(10, 4))
+    bars = axes.bar(list(values), [v or 0.0 for v in values.values()], color="tab:blue")
+    axes.bar_label(bars, labels=[cell(v, 3) if v is not None else "n/a" for v in values.values()], fontsize=8)
+    axes.set_ylim(0, 1.1)
+    axes.set_ylabel("score (0..1)")
+    axes.set_title("DriveLM sub-scores (Judge and Match / 100)")
+    axes.tick_params(axis="x", labelrotation=45)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def write_report(scores: dict, issues: InputIssues, out_dir: str | Path, label: str = "ours") -> list[Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "scores.json", out / "report.md", out / "subscores.png"]
+    document = {**scores, "input_issues": {"counts": issues.counts, "examples": issues.examples}}
+    paths[0].write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    paths[1].write_text(markdown(scores, issues, label), encoding="utf-8")
+    bar_chart(scores, paths[2])
+    return paths

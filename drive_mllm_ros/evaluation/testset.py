@@ -1,0 +1,95 @@
+"""The challenge's test format: `{scene: {key_frames: {frame: {QA: {stage: [{Q, A, tag}]}, image_paths}}}}`.
+
+Ids are `{scene}_{frame}_{i}` with `i` counting the frame's QA in the order perception, prediction,
+planning, behavior, whatever the key order in the file (as the official evaluation.py does).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..drivelm import QA_STAGES
+
+# Tags of the official scorer: which metric an item feeds.
+TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH = 0, 1, 2, 3
+# nuScenes sample file names end in `__CAM_FRONT__{timestamp_us}.jpg`.
+CAM_FRONT_STAMP = re.compile(r"__CAM_FRONT__(\d+)\.\w+$")
+
+
+@dataclass(frozen=True)
+class GtItem:
+    id: str
+    scene: str
+    frame: str
+    index: int  # position in the frame: 0 is the frame's first QA, which sets the graph
+    question: str
+    answer: str
+    tags: tuple[int, ...]
+
+
+def load_json(path: str | Path, what: str) -> object:
+    """JSON from a file, with an error that names the input and what was expected."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8", errors="surrogateescape"))
+    except OSError as error:
+        raise ValueError(f"{what} '{path}': cannot read ({error.strerror})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{what} '{path}': expected JSON, {error}") from None
+
+
+def frame_qa(frame: dict, where: str) -> list[dict]:
+    """The frame's QA in scoring order."""
+    qa = frame.get("QA") if isinstance(frame, dict) else None
+    if not isinstance(qa, dict):
+        raise ValueError(f"{where}: expected an object with 'QA' holding the lists {list(QA_STAGES)}")
+    items = []
+    for stage in QA_STAGES:
+        stage_items = qa.get(stage, [])
+        if not isinstance(stage_items, list):
+            raise ValueError(f"{where}: QA.{stage} must be a list, got {type(stage_items).__name__}")
+        items += stage_items
+    return items
+
+
+def key_frames(data: object, what: str) -> list[tuple[str, str, dict]]:
+    """(scene, frame, frame data) for every key frame of a DriveLM-shaped file."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{what}: expected an object scene_token -> {{key_frames: ...}}, got {type(data).__name__}")
+    frames = []
+    for scene, scene_data in data.items():
+        frames_data = scene_data.get("key_frames") if isinstance(scene_data, dict) else None
+        if not isinstance(frames_data, dict):
+            raise ValueError(f"{what}: scene '{scene}' has no 'key_frames' object")
+        frames += [(scene, frame, frame_data) for frame, frame_data in frames_data.items()]
+    return frames
+
+
+def load_test(path: str | Path) -> list[GtItem]:
+    """Every tagged GT item of a test file, in scoring order."""
+    what = f"GT test file '{path}'"
+    items = []
+    for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what):
+        where = f"{what}, scene '{scene}' frame '{frame}'"
+        for index, qa in enumerate(frame_qa(frame_data, where)):
+            if not (isinstance(qa, dict) and isinstance(qa.get("Q"), str) and isinstance(qa.get("A"), str)
+                    and isinstance(qa.get("tag"), list)):
+                raise ValueError(f"{where}, QA {index}: expected {{Q: str, A: str, tag: [int]}} (run 'eval prepare')")
+            items.append(GtItem(f"{scene}_{frame}_{index}", scene, frame, index, qa["Q"], qa["A"], tuple(qa["tag"])))
+    return items
+
+
+def cam_front_stamps(path: str | Path) -> dict[tuple[str, str], int]:
+    """(scene, frame) -> CAM_FRONT timestamp in microseconds, read from the frames' image paths."""
+    what = f"GT test file '{path}'"
+    stamps = {}
+    for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what):
+        image = (frame_data.get("image_paths") or {}).get("CAM_FRONT", "")
+        found = CAM_FRONT_STAMP.search(image)
+        if found is None:
+            raise ValueError(f"{what}, scene '{scene}' frame '{frame}': expected image_paths.CAM_FRONT like "
+                             f"'..._CAM_FRONT__<timestamp_us>.jpg', got '{image}'")
+        stamps[(scene, frame)] = int(found.group(1))
+    return stamps
