@@ -32,12 +32,14 @@ def scene_messages(bag: str | Path, topic: str) -> list[str]:
         reader.open()
     except Exception as error:  # rosbags raises several types for unreadable bags
         raise ValueError(f"bag '{bag}': expected a readable ROS 2 bag folder or file ({error})") from None
-    with reader:
+    try:
         connections = [c for c in reader.connections if c.topic == topic]
         if not connections:
             topics = sorted({c.topic for c in reader.connections})
             raise ValueError(f"bag '{bag}': no topic '{topic}' (topics: {topics})")
         return [reader.deserialize(raw, c.msgtype).data for c, _, raw in reader.messages(connections=connections)]
+    finally:
+        reader.close()
 
 
 def stamp_us(message: dict) -> int:
