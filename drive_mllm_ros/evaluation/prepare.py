@@ -50,7 +50,7 @@ def multiple_choice(qa: dict, choices: tuple[str, ...], rng: random.Random, wher
     """A free-text answer -> four options (three random distractors) and the answer's letter."""
     answer = qa["A"].strip()
     if OPTIONS_PROMPT.strip() in qa["Q"]:  # already a choice question (synthetic data): answer as bare letter
-        options = dict((text, letter) for letter, text in LISTED_OPTION.findall(qa["Q"]))
+        options = {text: letter for letter, text in LISTED_OPTION.findall(qa["Q"])}
         letter = options.get(answer, answer.rstrip("."))
         if letter not in OPTION_LETTERS:
             raise ValueError(f"{where}: expected the answer to be a letter or option of '{qa['Q']}', got '{answer}'")
