@@ -173,8 +173,8 @@ class DrivingModel:
 
     def prepare(self, views: list[np.ndarray]) -> PreparedFrame:
         """Views in rig order (RGB uint8) -> the layout's tiles on the model's device and dtype."""
-        pixel_values, tiles_per_image = to_pixel_values(layout_images(views, self.builder), self.spec)
-        return PreparedFrame(pixel_values.to(self.device, self.dtype), tiles_per_image)
+        images = layout_images(views, self.builder)
+        return PreparedFrame(*to_pixel_values(images, self.spec, self.device, self.dtype))
 
     def image_token_ids(self, tiles: int) -> list[int]:
         """`<img>` + `<IMG_CONTEXT>` x (image_seq_length x tiles) + `</img>`, as InternVLProcessor expands it."""

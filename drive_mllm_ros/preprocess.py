@@ -141,13 +141,16 @@ def tile_image(image: np.ndarray, spec: TilingSpec) -> np.ndarray:
     return np.concatenate([tiles, resize(image, (tile, tile))[None]])
 
 
-def to_pixel_values(images: list[np.ndarray], spec: TilingSpec,
+def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[int]]:
-    """Tiles of all images concatenated, (N, 3, T, T) normalised, and the tile count per image."""
+    """Tiles of all images concatenated, (N, 3, T, T) normalised on `device`, and the tile count per image.
+
+    The uint8 tiles go to the device before normalising: 4x less to copy, and the GPU does the arithmetic.
+    """
     tiles = [tile_image(image, spec) for image in images]
-    pixels = torch.from_numpy(np.concatenate(tiles)).permute(0, 3, 1, 2).to(torch.float32)
-    # (x * rescale - mean) / std as one multiply-add per channel
-    scale = torch.tensor([spec.rescale_factor / s for s in spec.std]).view(1, 3, 1, 1)
-    offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)]).view(1, 3, 1, 1)
-    pixels = torch.addcmul(offset, pixels, scale).to(dtype).contiguous()
-    return pixels, [len(t) for t in tiles]
+    pixels = torch.from_numpy(np.concatenate(tiles)).to(device).permute(0, 3, 1, 2).contiguous().float()
+    # (x * rescale - mean) / std as one in-place multiply and add per channel
+    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=pixels.device).view(1, 3, 1, 1)
+    offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], device=pixels.device)
+    pixels.mul_(scale).add_(offset.view(1, 3, 1, 1))
+    return pixels.to(dtype), [len(t) for t in tiles]

@@ -6,3 +6,18 @@ Set before any test imports rclpy; child processes inherit it.
 from drive_mllm_ros.ros_env import isolate_ros
 
 isolate_ros(fresh_domain=True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A random-init InternVL checkpoint with 224-px tiles (64 tokens each), written once by `drive-mllm tiny-model`.
+
+    Both layouts can load it: the layout, not the checkpoint, decides the tiling.
+    """
+    from drive_mllm_ros.tiny_model import main as tiny_model_main
+
+    out = tmp_path_factory.mktemp("tiny_checkpoint")
+    assert tiny_model_main(["--out", str(out), "--tile-size", "224", "--seed", "0"]) == 0
+    return out

@@ -6,7 +6,9 @@ import importlib
 import sys
 
 # name -> (module with main(argv) -> int, one-line help)
-BENCHMARKS: dict[str, tuple[str, str]] = {}
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "preprocess": ("drive_mllm_ros.bench.preprocess", "six 1600x900 JPEGs to model tensors: ours vs processor"),
+}
 
 
 def main(argv: list[str]) -> int:
