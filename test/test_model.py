@@ -1,0 +1,193 @@
+"""DrivingModel on a tiny checkpoint written by `drive-mllm tiny-model`: prompts, answers, load errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import GotOcr2ImageProcessorPil, InternVLProcessor
+
+from drive_mllm_ros.bench.preprocess import synthetic_camera_image
+from drive_mllm_ros.model import DrivingModel, ModelLoadError, resolve_dtype
+from drive_mllm_ros.preprocess import layout_images
+from drive_mllm_ros.prompt import IMAGE_PLACEHOLDER, PromptBuilder
+
+QUESTIONS = ["What are the important objects in the current scene?",
+             "Is <c1,CAM_FRONT,800.0,450.0> moving?",
+             "What should the ego vehicle do?"]
+
+
+class ImageTextProcessor(InternVLProcessor):
+    """InternVLProcessor without its video slot (which needs torchvision): the reference prompt expansion."""
+
+    def __init__(self, image_processor=None, tokenizer=None, image_seq_length=256, chat_template=None, **kwargs):
+        super().__init__(image_processor, tokenizer, image_seq_length=image_seq_length, chat_template=chat_template,
+                         **kwargs)
+
+
+@pytest.fixture(scope="module")
+def views() -> list[np.ndarray]:
+    return [synthetic_camera_image(seed, (400, 225)) for seed in range(6)]
+
+
+@pytest.fixture(scope="module", params=["stitched", "per_view"])
+def model(request, tiny_checkpoint) -> DrivingModel:
+    return DrivingModel.load(tiny_checkpoint, PromptBuilder(layout=request.param))
+
+
+def plain_generate(model: DrivingModel, views: list[np.ndarray], question: str, max_new_tokens: int) -> list[int]:
+    """What transformers alone does: its processor expands the prompt, generate runs the vision tower itself."""
+    processor = ImageTextProcessor(GotOcr2ImageProcessorPil.from_pretrained(model_path(model)), model.tokenizer,
+                                   image_seq_length=model.image_seq_length)
+    text = model.builder.render(model.tokenizer, question).replace(IMAGE_PLACEHOLDER, processor.image_token)
+    inputs = processor(images=layout_images(views, model.builder), text=[text], return_tensors="pt",
+                       **model.spec.processor_kwargs())
+    output = model.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                  eos_token_id=model.stop_token_ids, pad_token_id=model.tokenizer.pad_token_id)
+    return output[0, inputs.input_ids.shape[1]:].tolist()
+
+
+def model_path(model: DrivingModel) -> str:
+    return model.model.config.name_or_path
+
+
+def test_answers_equal_plain_generate(model, views):
+    frame = model.prepare(views)
+    expected_tiles = [13] if model.builder.layout == "stitched" else [1] * 6
+    assert frame.tiles_per_image == expected_tiles
+    budgets = [6, 9, 4]
+    answers = model.answer(frame, QUESTIONS, max_new_tokens=budgets)
+    for question, budget, answer in zip(QUESTIONS, budgets, answers, strict=True):
+        new_ids = plain_generate(model, views, question, budget)
+        assert 0 < len(new_ids) <= budget
+        text = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
+        assert answer == model.builder.from_model_text(text)
+    assert any(answers), "a random tiny model still says something"
+
+
+def test_prompt_expansion_equals_processor(model, views):
+    frame = model.prepare(views)
+    processor = ImageTextProcessor(GotOcr2ImageProcessorPil.from_pretrained(model_path(model)), model.tokenizer,
+                                   image_seq_length=model.image_seq_length)
+    text = model.builder.render(model.tokenizer, QUESTIONS[1]).replace(IMAGE_PLACEHOLDER, processor.image_token)
+    inputs = processor(images=layout_images(views, model.builder), text=[text], return_tensors="pt",
+                       **model.spec.processor_kwargs())
+    ids = model.prompt_ids(QUESTIONS[1], frame.tiles_per_image)
+    assert ids == inputs.input_ids[0].tolist()
+    assert ids.count(model.tokenizer.context_image_token_id) == 64 * sum(frame.tiles_per_image)
+    assert (frame.pixel_values - inputs.pixel_values).abs().mean() < 0.05
+
+
+def test_stitched_questions_are_converted_to_mosaic_coordinates(tiny_checkpoint):
+    model = DrivingModel.load(tiny_checkpoint, PromptBuilder())
+    text = model.tokenizer.decode(model.prompt_ids(QUESTIONS[1], [13]))
+    assert "<c1,CAM_FRONT,500.0,250.0>" in text and text.endswith("<|im_start|>assistant\n")
+    assert (model.device, model.dtype, model.model_id) == ("cpu", torch.float32, Path(tiny_checkpoint).name)
+    assert model.view_size == (896, 448)
+
+
+def test_answer_checks_budget_count(model, views):
+    with pytest.raises(ValueError, match=r"max_new_tokens: expected 3 values \(one per question\), got 2"):
+        model.answer(model.prepare(views), QUESTIONS, max_new_tokens=[4, 4])
+
+
+def variant(tmp_path: Path, checkpoint: Path, config_changes: dict | None = None, drop: tuple[str, ...] = ()) -> Path:
+    """A copy of the tiny checkpoint with config.json edited and some files left out (weights linked, not copied)."""
+    out = tmp_path / "variant"
+    out.mkdir()
+    for file in checkpoint.iterdir():
+        if file.name not in drop:
+            (out / file.name).symlink_to(file)
+    if config_changes is not None:
+        config = json.loads((checkpoint / "config.json").read_text())
+        for key, value in config_changes.items():
+            section, _, name = key.rpartition(".")
+            (config[section] if section else config)[name] = value
+        (out / "config.json").unlink()
+        (out / "config.json").write_text(json.dumps(config))
+    return out
+
+
+def test_missing_folder_says_how_to_get_a_checkpoint(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"'.*nowhere' does not exist; .*drive-mllm tiny-model --out DIR"):
+        DrivingModel.load(tmp_path / "nowhere", PromptBuilder())
+
+
+def test_pickle_only_weights_are_refused(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, drop=("model.safetensors",))
+    torch.save({"weight": torch.zeros(1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=r"pytorch_model.bin' holds pickle weights.*convert .* to safetensors"):
+        DrivingModel.load(folder, PromptBuilder())
+
+
+def test_folder_without_config_is_refused(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, drop=("config.json",))
+    with pytest.raises(ModelLoadError, match=r"not a transformers checkpoint \(no config.json\)"):
+        DrivingModel.load(folder, PromptBuilder())
+
+
+def test_non_internvl_config_is_refused(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, drop=("config.json",))
+    (folder / "config.json").write_text(json.dumps({"model_type": "qwen2", "hidden_size": 64}))
+    with pytest.raises(ModelLoadError, match="is a 'qwen2' config, expected an InternVL one"):
+        DrivingModel.load(folder, PromptBuilder())
+
+
+def test_image_token_count_mismatch_is_explained(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, {"image_seq_length": 256})
+    with pytest.raises(ModelLoadError, match="image_seq_length is 256 but a 224-px tile .* gives 64 image tokens"):
+        DrivingModel.load(folder, PromptBuilder())
+
+
+def test_tile_size_mismatch_is_explained(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, {"vision_config.image_size": [448, 448]})
+    with pytest.raises(ModelLoadError, match="vision tower takes 448-px tiles but preprocessor_config.json "
+                                             "resizes to 224-px tiles"):
+        DrivingModel.load(folder, PromptBuilder())
+
+
+def test_too_many_images_for_the_context_is_explained(tmp_path, tiny_checkpoint):
+    folder = variant(tmp_path, tiny_checkpoint, {"text_config.max_position_embeddings": 300})
+    with pytest.raises(ModelLoadError, match=r"per_view layout shows 6 image\(s\) = 384 image tokens, more than "
+                                             "the model's context of 300"):
+        DrivingModel.load(folder, PromptBuilder(layout="per_view"))
+
+
+REMOTE_CONFIG = """from transformers import InternVLConfig
+
+
+class RemoteInternVLConfig(InternVLConfig):
+    model_type = "remote_internvl"
+"""
+REMOTE_MODEL = """from transformers import InternVLForConditionalGeneration
+
+from .configuration_remote import RemoteInternVLConfig
+
+
+class RemoteInternVLModel(InternVLForConditionalGeneration):
+    config_class = RemoteInternVLConfig
+"""
+
+
+def test_remote_code_only_when_allowed(tmp_path, tiny_checkpoint, views):
+    folder = variant(tmp_path, tiny_checkpoint, {
+        "model_type": "remote_internvl",
+        "auto_map": {"AutoConfig": "configuration_remote.RemoteInternVLConfig",
+                     "AutoModelForImageTextToText": "modeling_remote.RemoteInternVLModel"},
+    })
+    (folder / "configuration_remote.py").write_text(REMOTE_CONFIG)
+    (folder / "modeling_remote.py").write_text(REMOTE_MODEL)
+    with pytest.raises(ModelLoadError, match=r"asks for remote code .*pass trust_remote_code=True only if"):
+        DrivingModel.load(folder, PromptBuilder())
+    model = DrivingModel.load(folder, PromptBuilder(layout="per_view"), trust_remote_code=True)
+    assert type(model.model).__name__ == "RemoteInternVLModel"
+    assert len(model.answer(model.prepare(views), QUESTIONS[:1], max_new_tokens=2)) == 1
+
+
+def test_dtype_names():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("auto", "cuda:0") == torch.bfloat16
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype: expected 'auto' or one of"):
+        resolve_dtype("int3", "cpu")
