@@ -14,6 +14,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "node": ("drive_mllm_ros.node", "run the drive_mllm node (accepts --ros-args ...)"),
     "bringup": ("drive_mllm_ros.bringup", "what bringup.launch.py does, for pip-only installs"),
     "tiny-model": ("drive_mllm_ros.tiny_model", "write a random-init InternVL checkpoint"),
+    "world": ("drive_mllm_ros.data.synthetic", "synthetic nuScenes dataroot + DriveLM JSON with ground truth"),
+    "convert-nuscenes": ("drive_mllm_ros.data.convert", "nuScenes dataroot -> one ROS 2 bag per scene"),
+    "play": ("drive_mllm_ros.data.player", "replay a ROS 2 / ROS 1 bag with rclpy (rate, loop, /clock)"),
+    "record": ("drive_mllm_ros.data.recorder", "record topics into a ROS 2 bag (MCAP or sqlite3)"),
     "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
 }
