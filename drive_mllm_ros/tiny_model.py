@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+
+from .presets import ArchitectureSizes, build_config
 
 # Qwen2 special tokens after the byte-level vocabulary (ids 151643..151664), then InternVL's image tokens,
 # so <IMG_CONTEXT> gets id 151667 as in the InternVL3 -hf checkpoints.
@@ -31,67 +33,12 @@ CHATML_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class ArchitectureSizes:
-    """The sizes that define an InternVL-family model (vision tower + MLP projector + Qwen2 LLM)."""
-
-    vision_hidden_size: int = 64
-    vision_layers: int = 2
-    vision_heads: int = 2
-    vision_intermediate_size: int = 128
-    tile_size: int = 448
-    patch_size: int = 14
-    downsample_ratio: float = 0.5
-    text_hidden_size: int = 64
-    text_layers: int = 2
-    text_heads: int = 4
-    text_kv_heads: int = 2
-    text_intermediate_size: int = 128
-    vocab_size: int = 151674
-    rope_theta: float = 1_000_000.0
-    tie_word_embeddings: bool = True
-    image_token_id: int = 151667
-
-    @property
-    def image_seq_length(self) -> int:
-        """Visual tokens per tile: (tile / patch)^2 patches, pixel-unshuffled by the downsample ratio."""
-        return int((self.tile_size // self.patch_size) ** 2 * self.downsample_ratio**2)
-
-    @classmethod
-    def from_dict(cls, sizes: dict) -> ArchitectureSizes:
-        unknown = set(sizes) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"architecture: unknown keys {sorted(unknown)}; expected some of "
-                             f"{sorted(cls.__dataclass_fields__)}")
-        return cls(**sizes)
-
-
 # Untied output head: a random tied head echoes the last prompt token forever, which hides decoding bugs.
-TINY_SIZES = ArchitectureSizes(tie_word_embeddings=False)
-
-
-def build_config(sizes: ArchitectureSizes | dict):
-    """An InternVLConfig (InternViT vision tower, Qwen2 LLM) from architecture sizes."""
-    from transformers import InternVLConfig
-
-    sizes = sizes if isinstance(sizes, ArchitectureSizes) else ArchitectureSizes.from_dict(sizes)
-    vision = {
-        "hidden_size": sizes.vision_hidden_size, "num_hidden_layers": sizes.vision_layers,
-        "num_attention_heads": sizes.vision_heads, "intermediate_size": sizes.vision_intermediate_size,
-        "image_size": [sizes.tile_size, sizes.tile_size], "patch_size": [sizes.patch_size, sizes.patch_size],
-    }
-    text = {
-        "model_type": "qwen2", "hidden_size": sizes.text_hidden_size, "num_hidden_layers": sizes.text_layers,
-        "num_attention_heads": sizes.text_heads, "num_key_value_heads": sizes.text_kv_heads,
-        "intermediate_size": sizes.text_intermediate_size, "vocab_size": sizes.vocab_size,
-        "rope_theta": sizes.rope_theta, "tie_word_embeddings": sizes.tie_word_embeddings,
-        "max_position_embeddings": 32768, "bos_token_id": 151643, "eos_token_id": 151645,
-    }
-    return InternVLConfig(
-        vision_config=vision, text_config=text, image_token_id=sizes.image_token_id,
-        image_seq_length=sizes.image_seq_length, downsample_ratio=sizes.downsample_ratio,
-        tie_word_embeddings=sizes.tie_word_embeddings,
-    )
+TINY_SIZES = ArchitectureSizes(
+    vision_hidden_size=64, vision_layers=2, vision_heads=2, vision_intermediate_size=128,
+    text_hidden_size=64, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate_size=128,
+    tie_word_embeddings=False,
+)
 
 
 def build_tokenizer():

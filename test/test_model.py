@@ -36,14 +36,20 @@ def model(request, tiny_checkpoint) -> DrivingModel:
     return DrivingModel.load(tiny_checkpoint, PromptBuilder(layout=request.param))
 
 
-def plain_generate(model: DrivingModel, views: list[np.ndarray], question: str, max_new_tokens: int) -> list[int]:
-    """What transformers alone does: its processor expands the prompt, generate runs the vision tower itself."""
+def plain_generate(model: DrivingModel, views: list[np.ndarray], pixel_values: torch.Tensor, question: str,
+                   max_new_tokens: int) -> list[int]:
+    """What transformers alone does: its processor expands the prompt, generate runs the vision tower itself.
+
+    The pixels are ours: the processor's differ slightly (PIL vs OpenCV resize), enough to change a random
+    model's greedy tokens; their agreement is tested in test_preprocess.py.
+    """
     processor = ImageTextProcessor(GotOcr2ImageProcessorPil.from_pretrained(model_path(model)), model.tokenizer,
                                    image_seq_length=model.image_seq_length)
     text = model.builder.render(model.tokenizer, question).replace(IMAGE_PLACEHOLDER, processor.image_token)
     inputs = processor(images=layout_images(views, model.builder), text=[text], return_tensors="pt",
                        **model.spec.processor_kwargs())
-    output = model.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+    output = model.model.generate(input_ids=inputs.input_ids, attention_mask=inputs.attention_mask,
+                                  pixel_values=pixel_values, max_new_tokens=max_new_tokens, do_sample=False,
                                   eos_token_id=model.stop_token_ids, pad_token_id=model.tokenizer.pad_token_id)
     return output[0, inputs.input_ids.shape[1]:].tolist()
 
@@ -59,7 +65,7 @@ def test_answers_equal_plain_generate(model, views):
     budgets = [6, 9, 4]
     answers = model.answer(frame, QUESTIONS, max_new_tokens=budgets)
     for question, budget, answer in zip(QUESTIONS, budgets, answers, strict=True):
-        new_ids = plain_generate(model, views, question, budget)
+        new_ids = plain_generate(model, views, frame.pixel_values, question, budget)
         assert 0 < len(new_ids) <= budget
         text = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         assert answer == model.builder.from_model_text(text)
