@@ -10,6 +10,7 @@ decodes and answers the newest complete set, so there is never a backlog.
 from __future__ import annotations
 
 import queue
+import re
 import sys
 import threading
 import time
@@ -27,7 +28,7 @@ from visualization_msgs.msg import MarkerArray
 
 from . import outputs
 from .health import NodeHealth
-from .images import ImageConversionError, image_from_msg
+from .images import ImageConversionError, to_rgb
 from .model import DrivingModel, ModelLoadError
 from .params import NodeParams
 from .paths import embedded_model_dir
@@ -49,8 +50,8 @@ class DriveMllmNode(LifecycleNode):
         self.params: NodeParams | None = None
         self.model: DrivingModel | None = None
         self.config_error = ""
-        self._subscriptions: list[Any] = []
-        self._publishers: dict[str, Any] = {}
+        self._inputs: list[Any] = []
+        self._outputs: dict[str, Any] = {}
         self._intrinsics: dict[str, tuple[float, float, float, float]] = {}
         self._last_seen: dict[str, float] = {}
         self._sets = LatestOnly()
@@ -76,17 +77,17 @@ class DriveMllmNode(LifecycleNode):
         )
         self.analyzer = SceneAnalyzer(self.model, p.stage_questions(), self.rig.names, p.layout)
         pub = self.create_lifecycle_publisher
-        self._publishers = {stage: pub(String, f"~/{stage}", 10) for stage in TEXT_STAGES}
-        self._publishers.update(
+        self._outputs = {stage: pub(String, f"~/{stage}", 10) for stage in TEXT_STAGES}
+        self._outputs.update(
             scene=pub(String, "~/scene", 10),
             key_objects=pub(MarkerArray, "~/key_objects", 10),
             answer=pub(String, "~/answer", 10),
         )
         if p.questions.get("trajectory"):
-            self._publishers["trajectory"] = pub(Path, "~/trajectory", 10)
+            self._outputs["trajectory"] = pub(Path, "~/trajectory", 10)
         if p.publish_annotated:
-            self._publishers["annotated"] = pub(CompressedImage, "~/annotated", 2)
-        self._publishers["diagnostics"] = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self._outputs["annotated"] = pub(CompressedImage, "~/annotated", 2)
+        self._outputs["diagnostics"] = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diagnostics_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"configured: model {self.model.model_id} on {self.model.device}, "
@@ -113,10 +114,10 @@ class DriveMllmNode(LifecycleNode):
         info_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         image_type = CompressedImage if p.image_transport == "compressed" else Image
         for camera, topic in zip(self.rig.names, self.rig.topics, strict=True):
-            self._subscriptions.append(
+            self._inputs.append(
                 self.create_subscription(image_type, topic, lambda msg, c=camera: self._on_image(c, msg), image_qos)
             )
-            self._subscriptions.append(
+            self._inputs.append(
                 self.create_subscription(
                     CameraInfo,
                     topic.rsplit("/", 1)[0] + "/camera_info",
@@ -124,7 +125,7 @@ class DriveMllmNode(LifecycleNode):
                     info_qos,
                 )
             )
-        self._subscriptions.append(self.create_subscription(String, "~/question", self._on_question, 10))
+        self._inputs.append(self.create_subscription(String, "~/question", self._on_question, 10))
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="drive_mllm_worker", daemon=True)
         self._worker.start()
@@ -133,15 +134,15 @@ class DriveMllmNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
-        for subscription in self._subscriptions:
+        for subscription in self._inputs:
             self.destroy_subscription(subscription)
-        self._subscriptions.clear()
+        self._inputs.clear()
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
-        for publisher in self._publishers.values():
+        for publisher in self._outputs.values():
             self.destroy_publisher(publisher)
-        self._publishers.clear()
+        self._outputs.clear()
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
         self.model = self._last_frame = None
@@ -184,9 +185,13 @@ class DriveMllmNode(LifecycleNode):
     def _work(self) -> None:
         while not self._stop.is_set():
             camera_set = self._sets.take(timeout=0.1)
-            if camera_set is not None:
-                self._process(camera_set)
-            self._answer_questions()
+            try:
+                if camera_set is not None:
+                    self._process(camera_set)
+                self._answer_questions()
+            except Exception as error:  # the worker must outlive any bad frame
+                self.health.count("errors")
+                self.health.report(f"worker {type(error).__name__}", f"frame processing failed: {error!r}")
 
     def _process(self, camera_set: CameraSet) -> None:
         started = time.perf_counter()
@@ -195,16 +200,13 @@ class DriveMllmNode(LifecycleNode):
             return
         decoded = time.perf_counter()
         frame_id = camera_set.messages[self.params.anchor_camera].header.frame_id
-        try:
-            scene = self.analyzer.analyze(views, camera_set.stamp_ns, frame_id, missing)
-        except Exception as error:  # one bad frame must not stop the node
-            self.health.count("errors")
-            self.health.report(f"model {type(error).__name__}", f"model failed on a frame: {error!r}")
-            return
+        scene = self.analyzer.analyze(views, camera_set.stamp_ns, frame_id, missing)
         self._last_frame = self.analyzer.last_frame
         scene.latency_ms["decode"] = (decoded - started) * 1e3
+        scene.latency_ms["total"] = (time.perf_counter() - started) * 1e3  # up to publishing
+        publishing = time.perf_counter()
         self._publish(scene, views)
-        scene.latency_ms["total"] = (time.perf_counter() - started) * 1e3
+        scene.latency_ms["publish"] = (time.perf_counter() - publishing) * 1e3
         for stage, value in scene.latency_ms.items():
             self.health.add_latency(stage, value)
         self.health.count("sets processed")
@@ -218,21 +220,19 @@ class DriveMllmNode(LifecycleNode):
             view = None
             if msg is not None:
                 try:
-                    view = image_from_msg(
-                        msg, size=self.rig.image_size, target_size=self.model.view_size, source=camera
-                    )
-                except ImageConversionError as error:
-                    self.health.report(f"image {camera} {error.kind}", str(error))
+                    view = to_rgb(msg, source=camera, target_size=self.model.view_size)
+                except ImageConversionError as error:  # one condition per kind of error, whatever the sizes
+                    self.health.report(re.sub(r"\d+", "N", str(error)), str(error))
                     missing.append(camera)
             views.append(view)
         if missing and self.params.missing_camera_policy == "drop":
             self.health.count("sets dropped")
             return None, tuple(missing)
-        blank = blank_view(self.rig, self.model.view_size)
+        blank = blank_view(self.rig)
         return [blank if v is None else v for v in views], tuple(sorted(set(missing), key=self.rig.names.index))
 
     def _publish(self, scene: Scene, views: list[Any]) -> None:
-        publishers = self._publishers
+        publishers = self._outputs
         for stage in TEXT_STAGES:
             publishers[stage].publish(outputs.stage_text(scene, stage))
         publishers["scene"].publish(outputs.scene_json(scene))
@@ -251,17 +251,12 @@ class DriveMllmNode(LifecycleNode):
             if self._last_frame is None:
                 answer = "No camera set has been processed yet."
             else:
-                try:
-                    answer = self.model.answer(self._last_frame, [question])[0]
-                except Exception as error:
-                    self.health.count("errors")
-                    self.health.report(f"question {type(error).__name__}", f"~/question failed: {error!r}")
-                    continue
-            self._publishers["answer"].publish(String(data=answer))
+                answer = self.model.answer(self._last_frame, [question])[0]
+            self._outputs["answer"].publish(String(data=answer))
 
     # ---- diagnostics -------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        if self.model is None or "diagnostics" not in self._publishers:
+        if self.model is None or "diagnostics" not in self._outputs:
             return
         now = time.monotonic()
         stale = [c for c in self.rig.names if now - self._last_seen.get(c, -1e9) > STALE_CAMERA_S]
@@ -290,9 +285,7 @@ class DriveMllmNode(LifecycleNode):
         else:
             level, message = DiagnosticStatus.OK, "serving"
         stamp_ns = self.get_clock().now().nanoseconds
-        self._publishers["diagnostics"].publish(
-            outputs.diagnostics(stamp_ns, "drive_mllm: model", level, message, values)
-        )
+        self._outputs["diagnostics"].publish(outputs.diagnostics(stamp_ns, "drive_mllm: model", level, message, values))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -302,9 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     code = 0
     try:
         if node.get_parameter("autostart").value:
-            node.trigger_configure()
-            if node.params is None or node.model is None:
-                print(f"drive_mllm: {node.config_error}", file=sys.stderr)
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                print(f"drive_mllm: {node.config_error or 'configure failed (see the log above)'}", file=sys.stderr)
                 return 2
             node.trigger_activate()
         rclpy.spin(node)
