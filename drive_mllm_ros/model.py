@@ -213,6 +213,8 @@ class DrivingModel:
         budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(questions):
             raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
+        if not questions:
+            return []
         image_features = self.encode_images(frame)
         answers = []
         for question, budget in zip(questions, budgets, strict=True):

@@ -95,3 +95,13 @@ def test_camera_set_keeps_order():
     views = camera_set_to_rgb([jpeg_message(s) for s in scenes], ["a", "b", "c"])
     for view, scene in zip(views, scenes, strict=True):
         assert np.abs(view.astype(int) - scene).mean() < 8
+
+
+def test_real_ros_messages():
+    msg = pytest.importorskip("sensor_msgs.msg")
+    padded = raw_message(RGB[..., ::-1].copy(), "bgr8", padding=2)
+    image = msg.Image(encoding="bgr8", height=padded.height, width=padded.width, step=padded.step, data=padded.data)
+    np.testing.assert_array_equal(to_rgb(image, "/CAM_FRONT/image_raw"), RGB)
+    jpeg = jpeg_message(synthetic_camera_image(3))
+    compressed = msg.CompressedImage(format="jpeg", data=jpeg.data)
+    assert to_rgb(compressed, "/CAM_FRONT/image_rect_compressed", (896, 448)).shape == (450, 800, 3)
