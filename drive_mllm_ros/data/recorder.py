@@ -74,7 +74,7 @@ class Recorder:
 
 def record(out: Path | str, topics: list[str], duration: float | None = None, count: int | None = None,
            storage: str = "mcap", stop_event: threading.Event | None = None) -> Counter:
-    """Record until ``duration``, ``count`` messages, ``stop_event`` or KeyboardInterrupt; returns counts per topic."""
+    """Record until ``duration``, ``count`` messages, ``stop_event`` or SIGINT; returns counts per topic."""
     if not topics:
         raise ValueError("topics: expected at least one topic to record")
     if duration is not None and duration <= 0:
@@ -100,6 +100,8 @@ def record(out: Path | str, topics: list[str], duration: float | None = None, co
                     recorder.discover()
                     next_discovery = now + DISCOVERY_PERIOD_S
                 executor.spin_once(timeout_sec=0.05)
+        except KeyboardInterrupt:
+            log.info("record: interrupted, closing %s", out)  # a clean stop: the writer still writes metadata
         finally:
             executor.shutdown()
             node.destroy_node()
@@ -124,8 +126,7 @@ def main(argv: list[str]) -> int:
     except ValueError as err:
         print(f"drive-mllm record: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, ExternalShutdownException):
-        print(f"record: interrupted; {args.out} closed")
+    except ExternalShutdownException:
         return 0
     print(f"record: {sum(counts.values())} messages ({dict(counts)}) -> {args.out}")
     return 0
