@@ -27,13 +27,14 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from . import outputs
+from .evaluation.testset import questions_by_stamp
 from .health import NodeHealth
 from .images import ImageConversionError, to_rgb
 from .model import DrivingModel, ModelLoadError
 from .params import NodeParams
 from .paths import embedded_model_dir
 from .preprocess import blank_view, stitch_views
-from .scene import Scene, SceneAnalyzer
+from .scene import KeyFrameQuestions, Scene, SceneAnalyzer
 from .sync import NS, CameraSet, CameraSynchronizer, LatestOnly
 
 TEXT_STAGES = ("perception", "prediction", "planning")
@@ -64,13 +65,14 @@ class DriveMllmNode(LifecycleNode):
     # ---- lifecycle -------------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         try:
-            self.params = NodeParams.from_ros({n: self.get_parameter(n).value for n in self._defaults})
-            self.model = self._load_model(self.params)
+            self.params = p = NodeParams.from_ros({n: self.get_parameter(n).value for n in self._defaults})
+            by_stamp = questions_by_stamp(p.question_file) if p.question_file else {}
+            self.key_frames = KeyFrameQuestions(by_stamp, int(p.question_file_tolerance * NS))
+            self.model = self._load_model(p)
         except (ValueError, ModelLoadError) as error:
             self.config_error = str(error)
             self.get_logger().error(f"configure failed: {error}")
             return TransitionCallbackReturn.FAILURE
-        p = self.params
         self.rig = p.rig()
         self.sync = CameraSynchronizer(
             self.rig.names, p.anchor_camera, p.sync_tolerance, p.sync_max_wait, p.missing_camera_policy
@@ -169,7 +171,7 @@ class DriveMllmNode(LifecycleNode):
             self.health.report(f"sync {camera}", f"{camera}: {error}")
             return
         if camera_set is not None:
-            self._sets.put(camera_set)
+            self._sets.put(camera_set, pinned=bool(self.key_frames.lookup(camera_set.stamp_ns)))
 
     def _on_info(self, camera: str, msg: CameraInfo) -> None:
         if msg.k[0] > 0 and msg.k[4] > 0:
@@ -200,7 +202,8 @@ class DriveMllmNode(LifecycleNode):
             return
         decoded = time.perf_counter()
         frame_id = camera_set.messages[self.params.anchor_camera].header.frame_id
-        scene = self.analyzer.analyze(views, camera_set.stamp_ns, frame_id, missing)
+        extra = self.key_frames.lookup(camera_set.stamp_ns)
+        scene = self.analyzer.analyze(views, camera_set.stamp_ns, frame_id, missing, extra)
         self._last_frame = self.analyzer.last_frame
         scene.latency_ms["decode"] = (decoded - started) * 1e3
         scene.latency_ms["total"] = (time.perf_counter() - started) * 1e3  # up to publishing
@@ -273,6 +276,7 @@ class DriveMllmNode(LifecycleNode):
                 "sets partial (sync)": stats.partial,
                 "sets dropped (sync)": stats.dropped,
                 "sets superseded": stats.superseded + self._sets.superseded,
+                "key frames dropped": self._sets.pinned_dropped,
                 "time resets": stats.time_resets,
                 "stale cameras": ",".join(stale) or "none",
             }

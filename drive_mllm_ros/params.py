@@ -6,6 +6,7 @@ config/drive_mllm.yaml documents the same defaults (a test keeps them equal). Pu
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from .cameras import DEFAULT_TOPIC_PATTERN, NUSCENES_CAMERAS, CameraRig
@@ -57,6 +58,8 @@ class NodeParams:
     questions: dict[str, list[str]] = field(default_factory=_default_questions)
     max_new_tokens: dict[str, int] = field(default_factory=_default_budgets)
     max_objects: int = 3
+    question_file: str = ""
+    question_file_tolerance: float = 0.025
     publish_annotated: bool = True
     annotated_jpeg_quality: int = 80
     trajectory_frame_id: str = "base_link"
@@ -101,7 +104,7 @@ class NodeParams:
         _choice("dtype", self.dtype, DTYPES)
         if not self.device.startswith(DEVICES_PREFIXES):
             raise ValueError(f"device: expected auto, cpu, cuda or cuda:N, got '{self.device}'")
-        for name in ("sync_tolerance", "diagnostics_period"):
+        for name in ("sync_tolerance", "diagnostics_period", "question_file_tolerance"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: expected a positive number of seconds, got {getattr(self, name)}")
         if self.sync_max_wait < 0:
@@ -113,6 +116,11 @@ class NodeParams:
         for stage in (*self.questions, *self.max_new_tokens):
             if stage not in STAGES:
                 raise ValueError(f"questions.{stage}: unknown stage, expected one of {STAGES}")
+        if self.question_file and not Path(self.question_file).is_file():
+            raise ValueError(
+                f"question_file: '{self.question_file}' is not a file (expected a DriveLM JSON or an "
+                "'eval prepare' test file)"
+            )
         self.rig()
         self.stage_questions()
 

@@ -8,6 +8,7 @@ Python: the node only converts messages in and out.
 
 from __future__ import annotations
 
+import bisect
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -110,8 +111,16 @@ class SceneAnalyzer:
         self.model, self.questions, self.cameras, self.layout = model, questions, cameras, layout
         self.last_frame: Any = None  # the newest prepared images, for follow-up questions
 
-    def analyze(self, views: list[np.ndarray], stamp_ns: int, frame_id: str, missing: tuple[str, ...] = ()) -> Scene:
-        """Views in rig order (blank views stand in for ``missing`` cameras)."""
+    def analyze(
+        self,
+        views: list[np.ndarray],
+        stamp_ns: int,
+        frame_id: str,
+        missing: tuple[str, ...] = (),
+        extra: list[tuple[str, str]] = (),
+    ) -> Scene:
+        """Views in rig order (blank views stand in for ``missing`` cameras); ``extra`` (stage, question)
+        pairs are asked besides the configured ones (a test set's questions for this frame)."""
         scene = Scene(
             stamp_ns,
             frame_id,
@@ -122,7 +131,8 @@ class SceneAnalyzer:
         started = time.perf_counter()
         frame = self.last_frame = self.model.prepare(views)
         prepared = time.perf_counter()
-        self._ask(scene, frame, self.questions.fixed())
+        fixed = self.questions.fixed()
+        self._ask(scene, frame, fixed + [item for item in extra if item not in fixed])
         objects = self._collect_objects(scene)
         self._ask(scene, frame, self.questions.per_object(objects))
         answered = time.perf_counter()
@@ -168,3 +178,19 @@ class SceneAnalyzer:
             waypoints, bad = parse_waypoints(trajectory_answers[0])
             scene.trajectory = [[x, y] for x, y in waypoints]
             scene.unparsed += bad
+
+
+class KeyFrameQuestions:
+    """Per-key-frame questions looked up by stamp (nearest CAM_FRONT timestamp within a tolerance)."""
+
+    def __init__(self, by_stamp: dict[int, list[tuple[str, str]]], tolerance_ns: int) -> None:
+        self._stamps = sorted(by_stamp)
+        self._by_stamp, self._tolerance_ns = by_stamp, tolerance_ns
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    def lookup(self, stamp_ns: int) -> list[tuple[str, str]]:
+        index = bisect.bisect_left(self._stamps, stamp_ns)
+        near = [s for s in self._stamps[max(index - 1, 0) : index + 1] if abs(s - stamp_ns) <= self._tolerance_ns]
+        return self._by_stamp[min(near, key=lambda s: abs(s - stamp_ns))] if near else []

@@ -149,26 +149,37 @@ class CameraSynchronizer:
 
 
 class LatestOnly:
-    """A one-slot mailbox between the subscription thread and the worker: never a backlog.
+    """The mailbox between the subscription thread and the worker: never a backlog of ordinary sets.
 
-    ``put`` replaces an unprocessed item (counted as superseded); ``take`` waits for one.
+    ``put`` replaces an unprocessed ordinary item (counted as superseded). Pinned items (key frames
+    whose questions must be answered, e.g. while scoring a test set) queue up to ``pinned_limit``
+    and are taken first; beyond that limit they are dropped and counted.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pinned_limit: int = 32) -> None:
         self._item: Any = None
+        self._pinned: deque[Any] = deque()
+        self._pinned_limit = pinned_limit
         self._ready = threading.Condition()
         self.superseded = 0
+        self.pinned_dropped = 0
 
-    def put(self, item: Any) -> None:
+    def put(self, item: Any, pinned: bool = False) -> None:
         with self._ready:
-            if self._item is not None:
-                self.superseded += 1
-            self._item = item
+            if pinned and len(self._pinned) < self._pinned_limit:
+                self._pinned.append(item)
+            elif pinned:
+                self.pinned_dropped += 1
+            else:
+                self.superseded += self._item is not None
+                self._item = item
             self._ready.notify()
 
     def take(self, timeout: float | None = None) -> Any:
         with self._ready:
-            if self._item is None:
+            if self._item is None and not self._pinned:
                 self._ready.wait(timeout)
+            if self._pinned:
+                return self._pinned.popleft()
             item, self._item = self._item, None
             return item

@@ -73,3 +73,17 @@ def test_no_objects_means_no_per_object_questions():
     scene = SceneAnalyzer(model, questions, ("CAM_FRONT",), "per_view").analyze([np.zeros((4, 4, 3), np.uint8)], 0, "f")
     assert len(model.calls) == 1 and scene.key_objects == [] and scene.behavior is None and scene.trajectory is None
     jsonschema.validate(scene.to_dict(), SCHEMA)
+
+
+def test_key_frame_questions_are_found_by_nearest_stamp_and_asked_once():
+    from drive_mllm_ros.scene import KeyFrameQuestions
+
+    lookup = KeyFrameQuestions({1_000: [("planning", "Q1")], 2_000: [("behavior", "Q2")]}, tolerance_ns=100)
+    assert lookup.lookup(1_050) == [("planning", "Q1")] and lookup.lookup(1_950) == [("behavior", "Q2")]
+    assert lookup.lookup(1_500) == [] and lookup.lookup(0) == [] and len(lookup) == 2
+    model = ScriptedModel({})
+    questions = StageQuestions({"planning": ["Q1", "Q0"]})
+    SceneAnalyzer(model, questions, ("CAM_FRONT",), "per_view").analyze(
+        [np.zeros((4, 4, 3), np.uint8)], 1_000, "f", extra=[("planning", "Q1"), ("behavior", "Q2")]
+    )
+    assert model.calls[0][0] == ["Q1", "Q0", "Q2"]

@@ -83,3 +83,16 @@ def test_invalid_configuration_names_the_parameter():
         CameraSynchronizer(CAMS, "CAM_BACK")
     with pytest.raises(ValueError, match="not synchronized"):
         CameraSynchronizer(CAMS, "CAM_FRONT").add("CAM_BACK", 0, None)
+
+
+def test_latest_only_keeps_the_newest_and_queues_pinned_key_frames():
+    from drive_mllm_ros.sync import LatestOnly
+
+    box = LatestOnly(pinned_limit=2)
+    box.put("a")
+    box.put("key1", pinned=True)
+    box.put("b")
+    box.put("key2", pinned=True)
+    box.put("key3", pinned=True)  # over the limit: dropped and counted
+    assert [box.take(0), box.take(0), box.take(0), box.take(0)] == ["key1", "key2", "b", None]
+    assert box.superseded == 1 and box.pinned_dropped == 1

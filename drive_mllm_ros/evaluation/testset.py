@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..drivelm import QA_STAGES
+from ..drivelm import QA_STAGES, STAGES
 
 # Tags of the official scorer: which metric an item feeds.
 TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH = 0, 1, 2, 3
@@ -74,22 +74,53 @@ def load_test(path: str | Path) -> list[GtItem]:
     for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what):
         where = f"{what}, scene '{scene}' frame '{frame}'"
         for index, qa in enumerate(frame_qa(frame_data, where)):
-            if not (isinstance(qa, dict) and isinstance(qa.get("Q"), str) and isinstance(qa.get("A"), str)
-                    and isinstance(qa.get("tag"), list)):
+            if not (
+                isinstance(qa, dict)
+                and isinstance(qa.get("Q"), str)
+                and isinstance(qa.get("A"), str)
+                and isinstance(qa.get("tag"), list)
+            ):
                 raise ValueError(f"{where}, QA {index}: expected {{Q: str, A: str, tag: [int]}} (run 'eval prepare')")
             items.append(GtItem(f"{scene}_{frame}_{index}", scene, frame, index, qa["Q"], qa["A"], tuple(qa["tag"])))
     return items
 
 
+def cam_front_stamp(frame_data: dict, where: str) -> int:
+    """A key frame's CAM_FRONT timestamp in microseconds, read from its image path."""
+    image = (frame_data.get("image_paths") or {}).get("CAM_FRONT", "")
+    found = CAM_FRONT_STAMP.search(image)
+    if found is None:
+        raise ValueError(
+            f"{where}: expected image_paths.CAM_FRONT like '..._CAM_FRONT__<timestamp_us>.jpg', got '{image}'"
+        )
+    return int(found.group(1))
+
+
 def cam_front_stamps(path: str | Path) -> dict[tuple[str, str], int]:
     """(scene, frame) -> CAM_FRONT timestamp in microseconds, read from the frames' image paths."""
     what = f"GT test file '{path}'"
-    stamps = {}
-    for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what):
-        image = (frame_data.get("image_paths") or {}).get("CAM_FRONT", "")
-        found = CAM_FRONT_STAMP.search(image)
-        if found is None:
-            raise ValueError(f"{what}, scene '{scene}' frame '{frame}': expected image_paths.CAM_FRONT like "
-                             f"'..._CAM_FRONT__<timestamp_us>.jpg', got '{image}'")
-        stamps[(scene, frame)] = int(found.group(1))
-    return stamps
+    return {
+        (scene, frame): cam_front_stamp(frame_data, f"{what}, scene '{scene}' frame '{frame}'")
+        for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what)
+    }
+
+
+def questions_by_stamp(path: str | Path) -> dict[int, list[tuple[str, str]]]:
+    """CAM_FRONT timestamp (ns) -> the key frame's (stage, question) pairs, from a DriveLM or test file.
+
+    Lets the node answer exactly the questions of a test set (the extra trajectory stage included) when
+    it sees that frame in a replayed bag, so that `eval score --from-bag` scores every question.
+    """
+    what = f"question file '{path}'"
+    questions = {}
+    for scene, frame, frame_data in key_frames(load_json(path, "question file"), what):
+        where = f"{what}, scene '{scene}' frame '{frame}'"
+        qa = frame_data.get("QA") or {}
+        pairs = [
+            (stage, item["Q"])
+            for stage in STAGES
+            for item in qa.get(stage, [])
+            if isinstance(item, dict) and isinstance(item.get("Q"), str)
+        ]
+        questions[cam_front_stamp(frame_data, where) * 1000] = pairs
+    return questions
