@@ -171,19 +171,20 @@ def road_polygons(road: RoadLayout, ego_x: float, ego_y: float) -> list[tuple[np
     """Ground polygons (3xN, map frame) with colours, in drawing order, near the ego."""
     lo, hi = max(road.x_min, ego_x - 400), min(road.x_max, ego_x + 400)
     polygons = [(_rectangle(ego_x - 1000, ego_x + 1000, ego_y - 1000, ego_y + 1000), GROUND)]
-    for side in (1, -1):
-        polygons.append((_rectangle(lo, hi, side * PARKING_EDGE, side * SIDEWALK_EDGE), SIDEWALK))
-    polygons.append((_rectangle(lo, hi, -PARKING_EDGE, PARKING_EDGE), ASPHALT))
+    # all sidewalks first, then all asphalt, so that each road cuts through the other's sidewalks
+    sidewalks = [_rectangle(lo, hi, side * PARKING_EDGE, side * SIDEWALK_EDGE) for side in (1, -1)]
+    asphalt = [_rectangle(lo, hi, -PARKING_EDGE, PARKING_EDGE)]
     gaps = []  # x spans where the main road's markings stop (intersection)
+    markings = []
     if road.intersection_x is not None:
         xi = road.intersection_x
         y_lo, y_hi = ego_y - 400, ego_y + 400
-        for side in (1, -1):
-            polygons.append((_rectangle(xi + side * PARKING_EDGE, xi + side * SIDEWALK_EDGE, y_lo, y_hi), SIDEWALK))
-        polygons.append((_rectangle(xi - PARKING_EDGE, xi + PARKING_EDGE, y_lo, y_hi), ASPHALT))
+        sidewalks += [_rectangle(xi + side * PARKING_EDGE, xi + side * SIDEWALK_EDGE, y_lo, y_hi) for side in (1, -1)]
+        asphalt.append(_rectangle(xi - PARKING_EDGE, xi + PARKING_EDGE, y_lo, y_hi))
         gaps.append((xi - PARKING_EDGE, xi + PARKING_EDGE))
-        polygons += _markings_along_y(xi, y_lo, y_hi, (-PARKING_EDGE, PARKING_EDGE))
-        polygons.append((_rectangle(xi - PARKING_EDGE - 0.5, xi - PARKING_EDGE, -ROAD_HALF_WIDTH, 0), WHITE))
+        markings += _markings_along_y(xi, y_lo, y_hi, (-PARKING_EDGE, PARKING_EDGE))
+        markings.append((_rectangle(xi - PARKING_EDGE - 0.5, xi - PARKING_EDGE, -ROAD_HALF_WIDTH, 0), WHITE))
+    polygons += [(p, SIDEWALK) for p in sidewalks] + [(p, ASPHALT) for p in asphalt] + markings
     polygons += _markings_along_x(max(lo, ego_x - DRAW_RANGE), min(hi, ego_x + DRAW_RANGE), gaps)
     if road.crosswalk_x is not None:
         for k in range(-6, 7):  # zebra stripes parallel to traffic

@@ -410,7 +410,26 @@ class ScenarioParts:
         return len(self.agents)
 
 
+def _turning_traffic(rng: np.random.Generator, parts: ScenarioParts, intersection: float) -> None:
+    """A car ahead in the right lane turning right and an oncoming car turning left, both signalling."""
+    radius = 6.0
+    approach = intersection - LANE_WIDTH * 1.5 - radius - rng.uniform(15, 35)
+    right = PathBuilder(approach, lane_y(1), 0.0).straight(intersection - LANE_WIDTH * 1.5 - radius - approach)
+    parts.agents.append(_vehicle(rng, parts.next_instance(), right.arc(radius, -math.pi / 2).straight(300),
+                                 rng.uniform(6, 9)))
+    radius = LANE_WIDTH * 2.5
+    turn_start = intersection - LANE_WIDTH / 2 + radius
+    start = turn_start + rng.uniform(20, 45)
+    left = PathBuilder(start, lane_y(-1), math.pi).straight(start - turn_start)
+    parts.agents.append(_vehicle(rng, parts.next_instance(), left.arc(radius, math.pi / 2).straight(300),
+                                 rng.uniform(6, 9)))
+    parts.reserved_lane_spans += [(1, approach - 15, intersection + 15), (-1, intersection - 15, start + 15)]
+
+
 def _cruise(rng: np.random.Generator, parts: ScenarioParts) -> None:
+    intersection = rng.uniform(60, 110)
+    parts.road = replace(parts.road, intersection_x=intersection)
+    _turning_traffic(rng, parts, intersection)
     parts.ego_builder.straight(600)
 
 
@@ -470,7 +489,7 @@ def _turn(direction: int) -> Callable[[np.random.Generator, ScenarioParts], None
         radius = LANE_WIDTH * 1.5 if direction < 0 else LANE_WIDTH * 2.5
         approach = intersection + (-LANE_WIDTH / 2 if direction < 0 else LANE_WIDTH / 2) - radius
         parts.ego_builder.straight(approach).arc(radius, direction * math.pi / 2).straight(400)
-        parts.ego_stop_points.clear()
+        _turning_traffic(rng, parts, intersection)
         parts.reserved_lane_spans.append((0, -30, intersection + 10))
     return build
 
