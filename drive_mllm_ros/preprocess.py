@@ -69,13 +69,23 @@ class TilingSpec:
 
 
 def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (width, height): area averaging when shrinking (closest to PIL's antialiased bicubic),
-    bicubic when enlarging."""
+    """Resize to (width, height) close to PIL's antialiased bicubic, at OpenCV speed.
+
+    Area averaging when shrinking 2x or more (where aliasing shows); bicubic when an axis grows; bilinear
+    for mild shrinking (e.g. a half-size 800x450 decode to a 448 tile), where area averaging with a
+    fractional factor is ~6x slower and bilinear stays within about one grey level of PIL.
+    """
     height, width = image.shape[:2]
     if (width, height) == tuple(size):
         return image
-    shrinking = size[0] <= width and size[1] <= height
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    factors = (width / size[0], height / size[1])
+    if max(factors) >= 2:
+        interpolation = cv2.INTER_AREA
+    elif min(factors) < 1:
+        interpolation = cv2.INTER_CUBIC
+    else:
+        interpolation = cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interpolation)
 
 
 def blank_view(rig: CameraRig) -> np.ndarray:
@@ -137,8 +147,10 @@ def tile_image(image: np.ndarray, spec: TilingSpec) -> np.ndarray:
     if columns * rows == 1:
         return resize(image, (tile, tile))[None]
     grid = resize(image, (columns * tile, rows * tile))
-    tiles = grid.reshape(rows, tile, columns, tile, 3).transpose(0, 2, 1, 3, 4).reshape(-1, tile, tile, 3)
-    return np.concatenate([tiles, resize(image, (tile, tile))[None]])
+    tiles = np.empty((columns * rows + 1, tile, tile, 3), dtype=np.uint8)
+    tiles[:-1].reshape(rows, columns, tile, tile, 3)[:] = grid.reshape(rows, tile, columns, tile, 3).swapaxes(1, 2)
+    tiles[-1] = resize(image, (tile, tile))
+    return tiles
 
 
 def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | torch.device = "cpu",
@@ -148,9 +160,9 @@ def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | to
     The uint8 tiles go to the device before normalising: 4x less to copy, and the GPU does the arithmetic.
     """
     tiles = [tile_image(image, spec) for image in images]
-    pixels = torch.from_numpy(np.concatenate(tiles)).to(device).permute(0, 3, 1, 2).contiguous().float()
-    # (x * rescale - mean) / std as one in-place multiply and add per channel
-    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=pixels.device).view(1, 3, 1, 1)
+    pixels = torch.from_numpy(np.concatenate(tiles)).to(device).permute(0, 3, 1, 2).contiguous()
+    # (x * rescale - mean) / std as one multiply-add per channel, uint8 in, float32 out
+    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=pixels.device)
     offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], device=pixels.device)
-    pixels.mul_(scale).add_(offset.view(1, 3, 1, 1))
+    pixels = torch.addcmul(offset.view(1, 3, 1, 1), pixels, scale.view(1, 3, 1, 1))
     return pixels.to(dtype), [len(t) for t in tiles]
