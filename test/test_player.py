@@ -92,8 +92,9 @@ def listener_factory():
 def test_cli_plays_with_original_timing_and_clock(tmp_path, listener_factory):
     bag = write_bag(tmp_path / "bag")
     listener = listener_factory({"/chatter": String, "/clock": Clock})
-    result = subprocess.run([sys.executable, "-m", "drive_mllm_ros.cli", "play", str(bag), "--clock",
-                             "--delay", "3"], capture_output=True, text=True, timeout=60, env=os.environ.copy())
+    command = [sys.executable, "-m", "drive_mllm_ros.cli", "play", str(bag), "--clock", "--wait-for-subscribers", "20",
+               "--delay", "0.2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=os.environ.copy())
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("skipping topic /tf") == 1 or result.stdout.count("skipping topic /tf") == 1
     time.sleep(0.3)
@@ -110,7 +111,7 @@ def test_play_bag_rate_topics_remap_offset_from_a_thread(tmp_path, listener_fact
     bag = write_bag(tmp_path / "bag", storage="sqlite3")
     listener = listener_factory({"/renamed": String})
     stats = play_bag(bag, rate=2.0, topics=["/chatter"], remap={"/chatter": "/renamed"}, start_offset=0.5,
-                     delay=1.5)
+                     wait_for_subscribers=20, delay=0.2)
     time.sleep(0.3)
     received = listener.received["/renamed"]
     assert stats.published["/renamed"] == COUNT - 10
@@ -142,7 +143,7 @@ def test_ros1_bag_plays(tmp_path, listener_factory):
             writer.write(connection, START_NS + i * PERIOD_NS,
                          bytes(ros1_store.serialize_ros1(message, "std_msgs/msg/String")))
     listener = listener_factory({"/chatter": String})
-    play_bag(path, delay=1.5)
+    play_bag(path, wait_for_subscribers=20, delay=0.2)
     time.sleep(0.3)
     assert [m.data for _, m in listener.received["/chatter"]] == [f"ros1 {i}" for i in range(5)]
 
@@ -154,7 +155,7 @@ def test_truncated_bag_plays_what_is_readable_then_fails(tmp_path, listener_fact
     mcap.write_bytes(data[: len(data) // 2])
     listener = listener_factory({"/chatter": String})
     with pytest.raises(BagError, match="truncated"):
-        play_bag(bag, rate=20.0, delay=1.5)
+        play_bag(bag, rate=20.0, wait_for_subscribers=20, delay=0.2)
     time.sleep(0.3)
     got = len(listener.received["/chatter"])
     assert 10 < got < 200

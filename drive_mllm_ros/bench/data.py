@@ -94,7 +94,8 @@ def bench_play(work: Path, seconds: float) -> None:
         node.create_subscription(CompressedImage, DEFAULT_TOPIC_PATTERN.format(camera=camera), on_image, qos)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
-    player = subprocess.Popen([sys.executable, "-m", "drive_mllm_ros.cli", "play", str(bag), "--delay", "3"],
+    player = subprocess.Popen([sys.executable, "-m", "drive_mllm_ros.cli", "play", str(bag),
+                               "--wait-for-subscribers", "20", "--delay", "0.5"],
                               env=os.environ.copy())
     stop = threading.Event()
 
@@ -134,7 +135,8 @@ def report_play(arrivals: dict[str, list[tuple[float, int]]], seconds: float, jp
     offset = wall - bag_time  # arrival minus schedule, up to a constant
     slope = np.polyfit(bag_time, offset, 1)[0]
     lag = (offset - offset.min()) * 1e3
-    print(f"  drift {slope * 60e3:+.1f} ms per minute (fit), last-first offset {(offset[-1] - offset[0]) * 1e3:+.1f} ms; "
+    print(f"  drift {slope * 60e3:+.1f} ms per minute (fit), "
+          f"last-first offset {(offset[-1] - offset[0]) * 1e3:+.1f} ms; "
           f"arrival jitter p50 {np.percentile(lag, 50):.1f} ms, p99 {np.percentile(lag, 99):.1f} ms")
 
 

@@ -187,7 +187,8 @@ def _events(frames: list[Frame], factory: MessageFactory, raw: bool) -> Iterator
             last_pose = pose
         stamp = frame.stamp_us * 1000
         if raw:
-            yield stamp, RAW_TOPIC_PATTERN.format(camera=frame.camera), "sensor_msgs/msg/Image", factory.raw_image(frame)
+            topic = RAW_TOPIC_PATTERN.format(camera=frame.camera)
+            yield stamp, topic, "sensor_msgs/msg/Image", factory.raw_image(frame)
         else:
             yield (stamp, DEFAULT_TOPIC_PATTERN.format(camera=frame.camera), "sensor_msgs/msg/CompressedImage",
                    factory.compressed_image(frame))

@@ -51,7 +51,8 @@ MAX_IMPORTANT_OBJECTS = 4
 MIN_VISIBILITY = 0.4  # fraction of an object's silhouette that must be unoccluded to count as seen
 SPEED_LIMITS = (0.3, 4.0, 8.0, 12.0)  # m/s upper bounds of SPEED_CLASSES[:-1]
 CAMERA_DIRECTIONS = {
-    "CAM_FRONT": "to the front of", "CAM_FRONT_LEFT": "to the front left of", "CAM_FRONT_RIGHT": "to the front right of",
+    "CAM_FRONT": "to the front of", "CAM_FRONT_LEFT": "to the front left of",
+    "CAM_FRONT_RIGHT": "to the front right of",
     "CAM_BACK": "to the back of", "CAM_BACK_LEFT": "to the back left of", "CAM_BACK_RIGHT": "to the back right of",
 }
 ORDINALS = ("Firstly", "Secondly", "Thirdly", "Fourthly")
@@ -132,7 +133,7 @@ def ego_corridor(state: WorldState, future: Sequence[WorldState], min_length: fl
 def in_ego_path(state: WorldState, future: Sequence[WorldState], instance: int, corridor: np.ndarray) -> bool:
     """Whether the object is, now or within the horizon, ahead of the ego and inside its swept corridor."""
     for snapshot in (state, *future):
-        obj = next(o for o in snapshot.objects if o.instance == instance)
+        obj = snapshot.objects[instance]  # instances are numbered in object order
         x, y = ego_frame(state, obj.x, obj.y)
         if x <= 0:
             continue
@@ -179,7 +180,7 @@ def speed_action(state: WorldState, end: WorldState) -> str:
 
 
 STEERING_ACTIONS = dict(zip(STEERING_CLASSES, ("keep the current lane", "slightly offset to the left",
-                                               "slightly offset to the right", "turn left", "turn right"), strict=False))
+                                               "slightly offset to the right", "turn left", "turn right"), strict=True))
 STATUS_PHRASES = {"Going ahead.": "going ahead", "Turn left.": "turning left", "Turn right.": "turning right",
                   "Stopped.": "stopped"}
 

@@ -79,7 +79,8 @@ class NuScenesWriter:
                               intrinsic: np.ndarray) -> str:
         cs_token = token("calibrated_sensor", scene_name, channel)
         self.tables["calibrated_sensor"].append({
-            "token": cs_token, "sensor_token": self.sensor_token(channel), "translation": [float(v) for v in translation],
+            "token": cs_token, "sensor_token": self.sensor_token(channel),
+            "translation": [float(v) for v in translation],
             "rotation": [float(v) for v in rotation.elements], "camera_intrinsic": intrinsic.tolist()})
         return cs_token
 
@@ -91,7 +92,7 @@ class NuScenesWriter:
         return scene_token
 
     def add_samples(self, scene_token: str, sample_tokens: list[str], timestamps: list[int]) -> None:
-        for i, (sample_token, stamp) in enumerate(zip(sample_tokens, timestamps, strict=False)):
+        for i, (sample_token, stamp) in enumerate(zip(sample_tokens, timestamps, strict=True)):
             self.tables["sample"].append({
                 "token": sample_token, "timestamp": stamp, "scene_token": scene_token,
                 "prev": sample_tokens[i - 1] if i else "", "next": sample_tokens[i + 1] if i + 1 < len(sample_tokens)

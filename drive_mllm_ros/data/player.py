@@ -35,7 +35,6 @@ class PlayStats:
     lateness_s: list[float] = field(default_factory=list)  # publish time minus scheduled time
     loops: int = 0
     seconds: float = 0.0
-    error: str | None = None
 
     def summary(self) -> str:
         late = sorted(self.lateness_s) or [0.0]
@@ -71,8 +70,12 @@ def _create_publishers(node, topics: dict[str, str], remap: dict[str, str], stat
 
 def play_bag(path: Path | str, rate: float = 1.0, loop: bool = False, clock: bool = False,
              topics: list[str] | None = None, remap: dict[str, str] | None = None, start_offset: float = 0.0,
-             stop_event: threading.Event | None = None, delay: float = 0.0) -> PlayStats:
+             stop_event: threading.Event | None = None, delay: float = 0.0,
+             wait_for_subscribers: float = 0.0) -> PlayStats:
     """Play a bag until its end (each pass when looping) or ``stop_event``; usable from a thread.
+
+    Before the first message it waits up to ``wait_for_subscribers`` seconds until every played topic
+    has a matched subscriber (DDS discovery can take seconds on a loaded machine), then ``delay`` seconds.
 
     Raises ``BagError`` for unreadable input (after publishing what was readable of a damaged bag).
     """
@@ -99,6 +102,7 @@ def play_bag(path: Path | str, rate: float = 1.0, loop: bool = False, clock: boo
                   and t not in source.unconvertible}
         publishers = _create_publishers(node, played, remap, stats)
         clock_publisher = node.create_publisher(Clock, "/clock", publisher_qos("/clock")) if clock else None
+        _wait_for_subscribers(list(publishers.values()), wait_for_subscribers, stop_event)
         if delay > 0:
             stop_event.wait(delay)
         try:
@@ -108,13 +112,18 @@ def play_bag(path: Path | str, rate: float = 1.0, loop: bool = False, clock: boo
                 stats.loops += 1
                 if not loop:
                     break
-        except BagError as err:
-            stats.error = str(err)
-            raise
         finally:
             stats.seconds = time.monotonic() - started
             node.destroy_node()
     return stats
+
+
+def _wait_for_subscribers(publishers: list, timeout: float, stop_event: threading.Event) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop_event.is_set():
+        if all(p.get_subscription_count() > 0 for p in publishers):
+            return
+        stop_event.wait(0.05)
 
 
 def _play_once(source: BagSource, wanted: set[str], rate: float, start_offset: float, publishers: dict[str, object],
@@ -153,7 +162,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--topics", nargs="*", default=None, help="only these topics (default: all)")
     p.add_argument("--remap", nargs="*", default=[], metavar="FROM:=TO")
     p.add_argument("--start-offset", type=float, default=0.0, help="skip the first S seconds of the bag")
-    p.add_argument("--delay", type=float, default=0.0, help="wait S seconds before playing (discovery)")
+    p.add_argument("--delay", type=float, default=0.0, help="wait S seconds before playing")
+    p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
+                   help="first wait up to S seconds until every played topic has a subscriber")
     return p
 
 
@@ -162,7 +173,7 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         stats = play_bag(args.bag, args.rate, args.loop, args.clock, args.topics, parse_remap(args.remap),
-                         args.start_offset, delay=args.delay)
+                         args.start_offset, delay=args.delay, wait_for_subscribers=args.wait_for_subscribers)
     except (BagError, ValueError) as err:
         print(f"drive-mllm play: {err}", file=sys.stderr)
         return 1

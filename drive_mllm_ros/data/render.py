@@ -128,7 +128,6 @@ FACE_SHADE = {"top": 1.0, "front": 0.8, "back": 0.75, "left": 0.65, "right": 0.5
 class Projection:
     centre: tuple[float, float] | None  # pixel centre when the 3-D centre is in front and inside the image
     bbox: tuple[float, float, float, float] | None  # projection of the (near-clipped) box, clipped to the image
-    depth: float  # optical z of the centre
 
 
 def project_object(camera: Camera, world_to_camera: np.ndarray, obj: ObjectState) -> Projection:
@@ -149,7 +148,7 @@ def project_object(camera: Camera, world_to_camera: np.ndarray, obj: ObjectState
         x2, y2 = np.clip(uv.max(axis=1), 0, [camera.width, camera.height])
         if x2 > x1 and y2 > y1:
             bbox = (float(x1), float(y1), float(x2), float(y2))
-    return Projection(pixel, bbox, float(centre[2]))
+    return Projection(pixel, bbox)
 
 
 # ---------------------------------------------------------------- drawing
@@ -275,11 +274,13 @@ def _lights(obj: ObjectState) -> list[tuple[str, np.ndarray, tuple[int, int, int
 
 
 def _light_quad(x: float, y: float, z: float, w: float, h: float) -> np.ndarray:
-    return np.array([[x] * 4, [y - w / 2, y + w / 2, y + w / 2, y - w / 2], [z + h / 2, z + h / 2, z - h / 2, z - h / 2]])
+    return np.array([[x] * 4, [y - w / 2, y + w / 2, y + w / 2, y - w / 2],
+                     [z + h / 2, z + h / 2, z - h / 2, z - h / 2]])
 
 
 def _side_quad(y: float, x: float, z: float, w: float, h: float) -> np.ndarray:
-    return np.array([[x - w / 2, x + w / 2, x + w / 2, x - w / 2], [y] * 4, [z + h / 2, z + h / 2, z - h / 2, z - h / 2]])
+    return np.array([[x - w / 2, x + w / 2, x + w / 2, x - w / 2], [y] * 4,
+                     [z + h / 2, z + h / 2, z - h / 2, z - h / 2]])
 
 
 def _object_matrix(obj: ObjectState) -> np.ndarray:
@@ -305,7 +306,7 @@ def _facing_camera(corners_camera: np.ndarray) -> np.ndarray:
 
 def _draw_part(image: np.ndarray, camera: Camera, to_camera: np.ndarray, part: Part, colour_override=None) -> None:
     corners = transform_points(to_camera, _box_corners(part.centre, part.size))
-    for (name, face), facing in zip(BOX_FACES.items(), _facing_camera(corners), strict=False):
+    for (name, face), facing in zip(BOX_FACES.items(), _facing_camera(corners), strict=True):
         if facing:
             shade = colour_override if colour_override is not None else tuple(
                 int(c * FACE_SHADE[name]) for c in part.colour)
@@ -352,7 +353,7 @@ def draw_object(image: np.ndarray, camera: Camera, world_to_camera: np.ndarray, 
     if instance_colour is not None:
         return
     facing = _facing_camera(transform_points(camera_from_box, _box_corners((0.0, 0.0, obj.size[2] / 2), obj.size)))
-    faces = {name for name, visible in zip(BOX_FACES, facing, strict=False) if visible}
+    faces = {name for name, visible in zip(BOX_FACES, facing, strict=True) if visible}
     for face, quad, colour in _lights(obj):
         if face in faces:
             _fill(image, camera, transform_points(camera_from_box, quad), colour)

@@ -95,7 +95,7 @@ def seen_objects(state: WorldState, future: list[WorldState], cameras: list[Came
             continue
         best = None
         visibility[obj.instance] = 0.0
-        for camera, mask_camera, counts in zip(cameras, mask_cameras, pixel_counts, strict=False):
+        for camera, mask_camera, counts in zip(cameras, mask_cameras, pixel_counts, strict=True):
             projection = project_object(camera, camera.world_to_camera(state.ego_x, state.ego_y, state.ego_yaw), obj)
             if projection.bbox is None:
                 continue

@@ -243,15 +243,13 @@ class World:
     EGO_MAX_ACCEL, EGO_MAX_BRAKE = 2.5, 6.0
 
     def __init__(self, road: RoadLayout, ego_path: Path, ego_speed: float, ego_desired_speed: float,
-                 agents: list[Agent], scenario: str, description: str,
-                 ego_stop_points: list[tuple[float, float]] | None = None) -> None:
+                 agents: list[Agent], scenario: str, description: str) -> None:
         self.road = road
         self.scenario = scenario
         self.description = description
         self.agents = agents
         self.time = 0.0
-        self.ego = Agent(-1, "car", "white", ego_path, speed=ego_speed, desired_speed=ego_desired_speed,
-                         stop_points=ego_stop_points or [])
+        self.ego = Agent(-1, "car", "white", ego_path, speed=ego_speed, desired_speed=ego_desired_speed)
         self.ego_free_pose: tuple[float, float, float] | None = None  # set once an EgoCommand takes over
         self.ego_yaw_rate = 0.0
 
@@ -403,7 +401,6 @@ class ScenarioParts:
     ego_speed: float
     road: RoadLayout
     agents: list[Agent] = field(default_factory=list)
-    ego_stop_points: list[tuple[float, float]] = field(default_factory=list)
     reserved_lane_spans: list[tuple[int, float, float]] = field(default_factory=list)  # (lane, x_from, x_to)
 
     def next_instance(self) -> int:
@@ -563,8 +560,7 @@ def build_world(scenario: str, seed: int, density: float = 0.5) -> World:
     for i, agent in enumerate(parts.agents):
         agent.instance = i
     ego_path = parts.ego_builder.build()
-    return World(parts.road, ego_path, ego_speed, ego_speed, parts.agents, scenario,
-                 SCENARIOS[scenario].description, parts.ego_stop_points)
+    return World(parts.road, ego_path, ego_speed, ego_speed, parts.agents, scenario, SCENARIOS[scenario].description)
 
 
 def _overlaps_ego_start(agent: Agent) -> bool:
