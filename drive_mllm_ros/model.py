@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
 from .prompt import IMAGE_PLACEHOLDER, PromptBuilder
@@ -124,6 +125,23 @@ def check_tokenizer(tokenizer: Any, config: Any, path: Path) -> None:
         raise ModelLoadError(f"'{path}': the tokenizer has no chat template; add chat_template.jinja to the folder")
 
 
+def image_token_ids(tokenizer: Any, image_seq_length: int, tiles: int) -> list[int]:
+    """`<img>` + `<IMG_CONTEXT>` x (image_seq_length x tiles) + `</img>`, as InternVLProcessor expands it."""
+    context = [tokenizer.context_image_token_id] * (image_seq_length * tiles)
+    return [tokenizer.start_image_token_id, *context, tokenizer.end_image_token_id]
+
+
+def encode_with_images(tokenizer: Any, text: str, tiles_per_image: list[int], image_seq_length: int) -> list[int]:
+    """Token ids of chat text with each `<image>` expanded to its image tokens (serving and training share it)."""
+    pieces = text.split(IMAGE_PLACEHOLDER)
+    if len(pieces) - 1 != len(tiles_per_image):
+        raise ValueError(f"prompt: {len(pieces) - 1} image placeholders for {len(tiles_per_image)} images")
+    ids = tokenizer.encode(pieces[0], add_special_tokens=False)
+    for tiles, piece in zip(tiles_per_image, pieces[1:], strict=True):
+        ids += image_token_ids(tokenizer, image_seq_length, tiles) + tokenizer.encode(piece, add_special_tokens=False)
+    return ids
+
+
 class DrivingModel:
     """A loaded checkpoint plus its tokenizer, tiling settings and the layout's prompt builder."""
 
@@ -178,47 +196,56 @@ class DrivingModel:
 
     def image_token_ids(self, tiles: int) -> list[int]:
         """`<img>` + `<IMG_CONTEXT>` x (image_seq_length x tiles) + `</img>`, as InternVLProcessor expands it."""
-        tokenizer = self.tokenizer
-        context = [tokenizer.context_image_token_id] * (self.image_seq_length * tiles)
-        return [tokenizer.start_image_token_id, *context, tokenizer.end_image_token_id]
+        return image_token_ids(self.tokenizer, self.image_seq_length, tiles)
 
     def prompt_ids(self, question: str, tiles_per_image: list[int], answer: str | None = None) -> list[int]:
         """Token ids of the chat-templated prompt with each `<image>` expanded to its image tokens."""
-        pieces = self.builder.render(self.tokenizer, question, answer).split(IMAGE_PLACEHOLDER)
-        if len(pieces) - 1 != len(tiles_per_image):
-            raise ValueError(f"prompt: {len(pieces) - 1} image placeholders for {len(tiles_per_image)} images")
-        ids = self.tokenizer.encode(pieces[0], add_special_tokens=False)
-        for tiles, piece in zip(tiles_per_image, pieces[1:], strict=True):
-            ids += self.image_token_ids(tiles) + self.tokenizer.encode(piece, add_special_tokens=False)
-        return ids
+        text = self.builder.render(self.tokenizer, question, answer)
+        return encode_with_images(self.tokenizer, text, tiles_per_image, self.image_seq_length)
 
     def encode_images(self, frame: PreparedFrame) -> Any:
         """Vision tower + projector output for a frame, reusable across questions (generate's mm_encoder_outputs)."""
         with torch.inference_mode():
             return self.model.get_image_features(pixel_values=frame.pixel_values, return_dict=True)
 
-    def generate_ids(self, prompt_ids: list[int], image_features: Any, max_new_tokens: int) -> list[int]:
-        """Greedy continuation of one prompt, stopping at <|im_end|> / end of text."""
-        input_ids = torch.tensor([prompt_ids], device=self.device)
+    def generate_ids(self, prompts: list[list[int]], image_features: Any, max_new_tokens: list[int]) -> list[list[int]]:
+        """Greedy continuations of several prompts about the same images, in one left-padded batch.
+
+        Each row stops at <|im_end|> / end of text or its own budget; greedy decoding is prefix-consistent, so
+        a row equals what generate gives for that prompt alone.
+        """
+        pad = self.tokenizer.pad_token_id
+        length = max(len(prompt) for prompt in prompts)
+        input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
+        attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        # generate matches image features to <IMG_CONTEXT> tokens row after row: one copy per prompt
+        features = image_features.pooler_output
+        batch_features = BaseModelOutputWithPooling(pooler_output=features.repeat(len(prompts), 1, 1))
         with torch.inference_mode():
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                mm_encoder_outputs={"image": image_features}, max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=self.stop_token_ids, pad_token_id=self.tokenizer.pad_token_id,
+                input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={"image": batch_features},
+                max_new_tokens=max(max_new_tokens), do_sample=False, eos_token_id=self.stop_token_ids,
+                pad_token_id=pad,
             )
-        return output[0, input_ids.shape[1]:].tolist()
+        return [self.until_stop(row[:budget]) for row, budget in zip(output[:, length:].tolist(), max_new_tokens,
+                                                                      strict=True)]
+
+    def until_stop(self, ids: list[int]) -> list[int]:
+        """Tokens up to and including the first stop token."""
+        for index, token in enumerate(ids):
+            if token in self.stop_token_ids:
+                return ids[:index + 1]
+        return ids
 
     def answer(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
-        """Answers to several questions about one frame; object tags come back in camera pixels."""
+        """Answers to several questions about one frame (images encoded once, questions decoded as one batch);
+        object tags come back in camera pixels."""
         budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(questions):
             raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
         if not questions:
             return []
-        image_features = self.encode_images(frame)
-        answers = []
-        for question, budget in zip(questions, budgets, strict=True):
-            new_ids = self.generate_ids(self.prompt_ids(question, frame.tiles_per_image), image_features, budget)
-            text = self.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
-            answers.append(self.builder.from_model_text(text))
-        return answers
+        prompts = [self.prompt_ids(question, frame.tiles_per_image) for question in questions]
+        new_ids = self.generate_ids(prompts, self.encode_images(frame), budgets)
+        texts = self.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+        return [self.builder.from_model_text(text.strip()) for text in texts]

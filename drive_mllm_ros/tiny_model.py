@@ -39,6 +39,7 @@ TINY_SIZES = ArchitectureSizes(
     text_hidden_size=64, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate_size=128,
     tie_word_embeddings=False,
 )
+TINY_TEXT_INIT_RANGE = 0.3
 
 
 def build_tokenizer():
@@ -84,8 +85,12 @@ def write_tiny_model(out: str | Path, layout: str = "stitched", tile_size: int =
         raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
     out = Path(out)
     sizes = replace(sizes, tile_size=tile_size)
+    config = build_config(sizes)
+    # Larger random weights than training's 0.02: with 0.02 the answer depends only on the last prompt token,
+    # so every question gets the same answer and tests could not tell prompts apart.
+    config.text_config.initializer_range = TINY_TEXT_INIT_RANGE
     torch.manual_seed(seed)
-    model = InternVLForConditionalGeneration(build_config(sizes))
+    model = InternVLForConditionalGeneration(config)
     model.generation_config.eos_token_id = [151645, 151643]  # <|im_end|>, <|endoftext|>
     model.generation_config.pad_token_id = 151643
     model.save_pretrained(out, safe_serialization=True)

@@ -69,7 +69,7 @@ def test_answers_equal_plain_generate(model, views):
         assert 0 < len(new_ids) <= budget
         text = model.tokenizer.decode(new_ids, skip_special_tokens=True).strip()
         assert answer == model.builder.from_model_text(text)
-    assert any(answers), "a random tiny model still says something"
+    assert len(set(answers)) == len(answers), "the tiny model's answers depend on the question"
 
 
 def test_prompt_expansion_equals_processor(model, views):
