@@ -39,7 +39,7 @@ def to_rgb(msg: Any, source: str = "image", target_size: tuple[int, int] | None 
     """An Image or CompressedImage message -> HxWx3 RGB uint8.
 
     source names the input in errors (topic or camera). target_size (width, height) lets JPEGs be decoded
-    at a reduced size no smaller than needed; the result is not resized to it.
+    at a reduced size that still covers it (up to MAX_UPSCALE smaller); the result is not resized to it.
     """
     if hasattr(msg, "format"):
         return compressed_to_rgb(msg, source, target_size)
@@ -51,7 +51,7 @@ def to_rgb(msg: Any, source: str = "image", target_size: tuple[int, int] | None 
 def camera_set_to_rgb(messages: list[Any], sources: list[str],
                       target_size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Several messages (one camera set) -> RGB arrays in the same order, decoded in parallel threads
-    (OpenCV's decoders release the GIL, so six JPEGs take about the time of two or three)."""
+    (OpenCV's decoders release the GIL, so this scales with free cores)."""
     if len(messages) != len(sources):
         raise ValueError(f"sources: expected {len(messages)} names (one per message), got {len(sources)}")
     return list(decode_pool().map(to_rgb, messages, sources, [target_size] * len(messages)))
