@@ -59,7 +59,8 @@ def resolve_dtype(dtype: str | torch.dtype, device: str) -> torch.dtype:
 def check_folder(path: Path, trust_remote_code: bool) -> None:
     """Refuse what is detectable before transformers runs: missing folder, no config, pickle weights, remote code."""
     if not path.is_dir():
-        raise ModelLoadError(f"model checkpoint folder '{path}' does not exist; {GET_CHECKPOINT_HINT}")
+        problem = "is a file, not a folder" if path.exists() else "does not exist"
+        raise ModelLoadError(f"model checkpoint folder '{path}' {problem}; {GET_CHECKPOINT_HINT}")
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"'{path}' is not a transformers checkpoint (no config.json); {GET_CHECKPOINT_HINT}")
