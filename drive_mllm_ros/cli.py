@@ -11,6 +11,7 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("drive_mllm_ros.demo", "the whole loop: world -> bag -> node -> recorded answers -> scored report"),
     "node": ("drive_mllm_ros.node", "run the drive_mllm node (accepts --ros-args ...)"),
     "bringup": ("drive_mllm_ros.bringup", "what bringup.launch.py does, for pip-only installs"),
     "tiny-model": ("drive_mllm_ros.tiny_model", "write a random-init InternVL checkpoint"),
@@ -19,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "play": ("drive_mllm_ros.data.player", "replay a ROS 2 / ROS 1 bag with rclpy (rate, loop, /clock)"),
     "record": ("drive_mllm_ros.data.recorder", "record topics into a ROS 2 bag (MCAP or sqlite3)"),
     "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
+    "train": ("drive_mllm_ros.train", "train the student: SFT or distillation (torchrun/accelerate ready)"),
+    "convert-checkpoint": ("drive_mllm_ros.train.convert_checkpoint", "original InternVL2 checkpoint -> native layout"),
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
 }
 
