@@ -272,16 +272,17 @@ class FrameQA:
         return items
 
     def conflict_items(self, objects: Sequence[SeenObject], tags: dict[int, str]) -> list[dict]:
+        """Up to two yes/no questions, always of the less used answer: a frame without one asks fewer."""
         remaining = list(objects)
         items = []
-        for _ in range(min(2, len(remaining))):
+        for _ in range(2):
             wanted = self.balancer.least_used("conflict", ["Yes.", "No."])
-            matching = [s for s in remaining if s.in_path == (wanted == "Yes.")] or remaining
-            chosen = matching[0]
-            remaining.remove(chosen)
-            answer = "Yes." if chosen.in_path else "No."
-            self.balancer.use("conflict", answer)
-            items.append(qa_item(Q_FUTURE_CONFLICT.format(object=tags[chosen.state.instance]), answer))
+            matching = [s for s in remaining if s.in_path == (wanted == "Yes.")]
+            if not matching:
+                break
+            remaining.remove(matching[0])
+            self.balancer.use("conflict", wanted)
+            items.append(qa_item(Q_FUTURE_CONFLICT.format(object=tags[matching[0].state.instance]), wanted))
         return items
 
     @staticmethod

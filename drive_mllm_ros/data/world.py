@@ -401,6 +401,7 @@ class ScenarioParts:
     ego_speed: float
     road: RoadLayout
     agents: list[Agent] = field(default_factory=list)
+    ego_start_speed: float | None = None  # None: start at the desired speed
     reserved_lane_spans: list[tuple[int, float, float]] = field(default_factory=list)  # (lane, x_from, x_to)
 
     def next_instance(self) -> int:
@@ -428,6 +429,19 @@ def _cruise(rng: np.random.Generator, parts: ScenarioParts) -> None:
     parts.road = replace(parts.road, intersection_x=intersection)
     _turning_traffic(rng, parts, intersection)
     parts.ego_builder.straight(600)
+
+
+def _queue(rng: np.random.Generator, parts: ScenarioParts) -> None:
+    """The ego waits behind stopped cars (brake lights on) that pull away one after another."""
+    parts.ego_builder.straight(600)
+    parts.ego_start_speed = 0.0
+    x, start = rng.uniform(10.5, 12.0), rng.uniform(2.0, 6.0)  # just clear of the ego at x = 0
+    for _ in range(int(rng.integers(1, 4))):
+        car = _vehicle(rng, parts.next_instance(), _straight_lane_path(0, x, 600), 0.0, kind="car")
+        car.desired_speed, car.start_time = rng.uniform(8, 12), start
+        parts.agents.append(car)
+        x, start = x + rng.uniform(7.0, 9.0), start - rng.uniform(0.5, 1.5)
+    parts.reserved_lane_spans.append((0, -30, 300))
 
 
 def _lead_brake(rng: np.random.Generator, parts: ScenarioParts) -> None:
@@ -493,6 +507,7 @@ def _turn(direction: int) -> Callable[[np.random.Generator, ScenarioParts], None
 
 SCENARIOS: dict[str, ScenarioSpec] = {spec.name: spec for spec in (
     ScenarioSpec("cruise", "The ego vehicle drives along a four-lane urban road with traffic.", _cruise),
+    ScenarioSpec("queue", "The ego vehicle waits behind stopped cars that then drive off.", _queue),
     ScenarioSpec("lead_brake", "The car ahead of the ego vehicle brakes to a stop and the ego vehicle stops behind it.",
                  _lead_brake),
     ScenarioSpec("pedestrian_crossing", "Pedestrians cross the road at a crosswalk ahead of the ego vehicle.",
@@ -552,7 +567,7 @@ def build_world(scenario: str, seed: int, density: float = 0.5) -> World:
     if not 0.0 <= density <= 1.0:
         raise ValueError(f"density: expected a traffic density between 0 and 1, got {density}")
     rng = np.random.default_rng(seed)
-    ego_speed = float(rng.uniform(6.0, 13.0))
+    ego_speed = float(rng.uniform(3.0, 15.0))
     parts = ScenarioParts(PathBuilder(0.0, lane_y(0), 0.0), ego_speed, RoadLayout(-200.0, 800.0))
     SCENARIOS[scenario].build(rng, parts)
     _add_background(rng, parts, density)
@@ -560,7 +575,8 @@ def build_world(scenario: str, seed: int, density: float = 0.5) -> World:
     for i, agent in enumerate(parts.agents):
         agent.instance = i
     ego_path = parts.ego_builder.build()
-    return World(parts.road, ego_path, ego_speed, ego_speed, parts.agents, scenario, SCENARIOS[scenario].description)
+    start_speed = ego_speed if parts.ego_start_speed is None else parts.ego_start_speed
+    return World(parts.road, ego_path, start_speed, ego_speed, parts.agents, scenario, SCENARIOS[scenario].description)
 
 
 def _overlaps_ego_start(agent: Agent) -> bool:
