@@ -9,7 +9,8 @@ Layout (``DATAROOT``)::
     maps/{token}.png                                          a road mask (the devkit wants one map)
 
 Tokens are deterministic 32-hex digests of readable keys, so a seed reproduces the tables exactly.
-As in nuScenes, an ``ego_pose`` token equals its ``sample_data`` token.
+As in nuScenes, an ``ego_pose`` token equals its ``sample_data`` token; a sweep's ``sample_token`` is
+the key frame before it.
 """
 
 from __future__ import annotations
