@@ -42,7 +42,18 @@ def node_overrides(model_path: str, camera_transport: str, use_sim_time: str | b
 
 
 def player_command(bag: str, rate: str, loop: str | bool, clock: str | bool) -> list[str]:
-    command = [sys.executable, "-m", "drive_mllm_ros.cli", "play", bag, "--rate", str(rate)]
+    # Wait (bounded) for the node's subscriptions, or the first seconds of the bag go unheard.
+    command = [
+        sys.executable,
+        "-m",
+        "drive_mllm_ros.cli",
+        "play",
+        bag,
+        "--rate",
+        str(rate),
+        "--wait-for-subscribers",
+        "30",
+    ]
     return command + ["--loop"] * is_true(loop) + ["--clock"] * is_true(clock)
 
 

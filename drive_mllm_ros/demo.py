@@ -146,7 +146,7 @@ def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: 
         if not monitor.node_ready.wait(timeout=120) or node.poll() is not None:
             raise RuntimeError(f"the node did not come up; see {out / 'node.log'}")
         print(f"demo: replaying {bag.name} in real time ({len(key_stamps)} key frames to answer)", flush=True)
-        stats = play_bag(bag, rate=1.0, delay=2.0)  # the delay lets discovery match the node
+        stats = play_bag(bag, rate=1.0, wait_for_subscribers=10.0)  # discovery must match the node first
         print(f"demo: replay done ({stats.seconds:.1f} s); waiting for the node's answers", flush=True)
         deadline = time.monotonic() + timeout_s
         while len(monitor.answered) < len(key_stamps) and time.monotonic() < deadline and node.poll() is None:
