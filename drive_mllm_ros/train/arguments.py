@@ -1,0 +1,176 @@
+"""Training configuration: one YAML file with model/data/method/training sections, plus `section.key=value` overrides.
+
+`model`, `data` and `method` are our dataclasses; `training` is passed to transformers.TrainingArguments as is,
+so every Trainer option (bf16, gradient checkpointing, DeepSpeed/FSDP, save and log steps) is available.
+An unknown key anywhere is an error that names the nearest valid key.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..drivelm import STAGES
+
+SFT, DISTILL = "sft", "distill"
+TUNES = ("full", "frozen_vision", "lora")
+MISSING_IMAGE_POLICIES = ("skip", "fail")
+OVERLONG_POLICIES = ("drop", "truncate")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot train: unknown key, bad value, inconsistent settings."""
+
+
+@dataclass
+class ModelArguments:
+    path: str = ""  # student checkpoint folder in the native layout (drive-mllm convert-checkpoint for originals)
+    random_init: str = ""  # instead of path: a preset name (real sizes) or "tiny"; benchmarks and tests
+    dtype: str = "auto"  # weights as loaded; mixed precision comes from training.bf16
+    attn_implementation: str = "sdpa"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataArguments:
+    drivelm_json: str = ""  # DriveLM v1.1 train JSON
+    image_root: str = ""  # folder the JSON's image_paths are relative to (default: the JSON's folder)
+    eval_json: str = ""  # held-out DriveLM JSON (the val split)
+    eval_max_samples: int = 0  # 0: all
+    layout: str = "stitched"
+    camera_image_size: list[int] = field(default_factory=lambda: [1600, 900])  # pixels the tags refer to
+    max_tiles: int = 12
+    stage_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "perception": 1.0,
+            "prediction": 1.0,
+            "planning": 1.0,
+            "behavior": 1.0,
+            "trajectory": 1.0,
+        }
+    )
+    open_behavior: bool = True  # also train the open "Predict the behavior..." form the node asks
+    general_json: str = ""  # LLaVA-style instruction data with images
+    general_image_root: str = ""
+    general_ratio: float = 0.25  # general samples per domain sample (paper: general:domain = 1:4)
+    missing_images: str = "skip"
+    max_length: int = 8192
+    overlong: str = "drop"
+    max_samples: int = 0  # 0: all (after weighting); for quick runs
+    seed: int = 0
+
+
+@dataclass
+class MethodArguments:
+    name: str = SFT
+    tune: str = "full"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    teacher_path: str = ""
+    teacher_device: str = ""  # default: the student's device
+    teacher_cache: str = ""  # folder of precomputed top-k teacher logits (filled first when teacher_path is set)
+    top_k: int = 0  # 0: full teacher distribution (no cache)
+    temperature: float = 2.0
+    ce_weight: float = 0.5
+    kl_weight: float = 0.5
+    vision_weight: float = 0.0
+    vision_layers: int = 2  # last K vision layers matched by the vision-feature loss
+
+
+SECTIONS: dict[str, type] = {"model": ModelArguments, "data": DataArguments, "method": MethodArguments}
+
+
+@dataclass
+class TrainConfig:
+    model: ModelArguments
+    data: DataArguments
+    method: MethodArguments
+    training: dict[str, Any]
+    source: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        sections = {name: vars(getattr(self, name)) for name in SECTIONS}
+        return {**sections, "training": dict(self.training)}
+
+
+def training_argument_names() -> list[str]:
+    from transformers import TrainingArguments
+
+    return [f.name for f in fields(TrainingArguments) if f.init]
+
+
+def unknown_key_error(key: str, valid: list[str]) -> ConfigError:
+    nearest = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"; did you mean '{nearest[0]}'?" if nearest else f"; valid keys: {', '.join(sorted(valid))}"
+    return ConfigError(f"config: unknown key '{key}'{hint}")
+
+
+def valid_keys() -> list[str]:
+    keys = [f"{section}.{f.name}" for section, cls in SECTIONS.items() for f in fields(cls)]
+    return keys + [f"training.{name}" for name in training_argument_names()]
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """`section.key=value` (value parsed as YAML) into the raw config."""
+    if "=" not in override:
+        raise ConfigError(f"override '{override}': expected section.key=value, e.g. training.learning_rate=1e-5")
+    key, value = override.split("=", 1)
+    if "." not in key:
+        raise unknown_key_error(key, valid_keys())
+    section, name = key.split(".", 1)
+    raw.setdefault(section, {})[name] = yaml.safe_load(value)
+
+
+def parse_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """YAML file + overrides -> checked TrainConfig; unknown sections and keys name the nearest valid one."""
+    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    raw = raw or {}
+    for override in overrides:
+        apply_override(raw, override)
+    known = valid_keys()
+    for section, values in raw.items():
+        if section not in (*SECTIONS, "training"):
+            raise unknown_key_error(section, [*SECTIONS, "training"])
+        for name in values or {}:
+            if f"{section}.{name}" not in known:
+                raise unknown_key_error(f"{section}.{name}", known)
+    parsed = {name: cls(**(raw.get(name) or {})) for name, cls in SECTIONS.items()}
+    config = TrainConfig(**parsed, training=dict(raw.get("training") or {}), source=str(path or ""))
+    check_config(config)
+    return config
+
+
+def check_config(config: TrainConfig) -> None:
+    model, data, method = config.model, config.data, config.method
+    problems = []
+    if bool(model.path) == bool(model.random_init):
+        problems.append("model: set exactly one of 'path' (a checkpoint folder) and 'random_init' (a preset)")
+    if not data.drivelm_json:
+        problems.append("data.drivelm_json: the DriveLM v1.1 training JSON is required")
+    if data.layout not in ("stitched", "per_view"):
+        problems.append(f"data.layout: expected 'stitched' or 'per_view', got '{data.layout}'")
+    unknown_stages = sorted(set(data.stage_weights) - set(STAGES))
+    if unknown_stages:
+        problems.append(f"data.stage_weights: unknown stages {unknown_stages}; expected some of {list(STAGES)}")
+    if data.missing_images not in MISSING_IMAGE_POLICIES:
+        problems.append(f"data.missing_images: expected one of {MISSING_IMAGE_POLICIES}, got '{data.missing_images}'")
+    if data.overlong not in OVERLONG_POLICIES:
+        problems.append(f"data.overlong: expected one of {OVERLONG_POLICIES}, got '{data.overlong}'")
+    if method.name not in (SFT, DISTILL):
+        problems.append(f"method.name: expected '{SFT}' or '{DISTILL}', got '{method.name}'")
+    if method.tune not in TUNES:
+        problems.append(f"method.tune: expected one of {TUNES}, got '{method.tune}'")
+    if method.name == DISTILL and not (method.teacher_path or method.teacher_cache):
+        problems.append("method: distill needs 'teacher_path' (a native checkpoint) or a filled 'teacher_cache'")
+    if method.name == DISTILL and method.vision_weight > 0 and not method.teacher_path:
+        problems.append("method.vision_weight: vision-feature distillation needs the teacher model (teacher_path)")
+    if "output_dir" not in config.training:
+        problems.append("training.output_dir: required (checkpoints, metrics and the exported model go there)")
+    if problems:
+        raise ConfigError("config: " + "; ".join(problems))

@@ -1,0 +1,325 @@
+"""Training samples: DriveLM v1.1 QA through the node's prompt builder and camera layout, plus general data.
+
+DriveLM: ``scene -> key_frames -> frame -> {QA: {stage: [{Q, A, ...}]}, image_paths: {camera: path}}``, image
+paths relative to ``image_root`` (default: the JSON's folder). Each QA becomes one single-turn conversation
+(`PromptBuilder.messages`), repeated by its stage's sampling weight (fractions drawn with a seeded RNG). Each
+multiple-choice behaviour QA also gives the open "Predict the behavior of the ego vehicle." form the node asks,
+answered with the chosen option's text. General data is LLaVA-style JSON
+(``[{"image": path, "conversations": [{"from": "human"|"gpt", "value": ...}]}]``) mixed in at a ratio.
+Everything dropped is counted in a `DataReport`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..answers import resolve_choice
+from ..drivelm import Q_BEHAVIOR_OPEN
+from ..preprocess import TilingSpec, layout_images, to_pixel_values
+from ..prompt import IMAGE_PLACEHOLDER, PromptBuilder
+from .arguments import DataArguments
+from .collate import IGNORE_INDEX, encode_conversation
+
+FRAME, IMAGE = "frame", "image"  # sample images: the rig's camera views, or plain images (general data)
+GENERAL_STAGE = "general"
+LLAVA_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+
+
+class DataError(ValueError):
+    """Training data that cannot be used: missing files (with missing_images=fail), nothing left, bad JSON."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    sample_id: str  # stable across repeats and runs: the teacher-logit cache key
+    stage: str
+    messages: list[dict[str, str]]
+    image_paths: tuple[str, ...]
+    image_kind: str
+    length: int = 0
+    truncate_to: int = 0  # 0: whole sample
+
+
+@dataclass
+class DataReport:
+    """What went into the dataset and what was left out, and why."""
+
+    frames: int = 0
+    qa: Counter = field(default_factory=Counter)  # read per stage, before weighting
+    samples: Counter = field(default_factory=Counter)  # per stage, after weighting and filtering
+    open_behavior_added: int = 0
+    malformed_qa: int = 0
+    missing_image_frames: int = 0
+    missing_image_samples: int = 0
+    truncated: int = 0
+    dropped_too_long: int = 0
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{stage} {count}" for stage, count in sorted(self.samples.items()))
+        return (
+            f"{sum(self.samples.values())} samples ({stages}) from {self.frames} frames / "
+            f"{sum(self.qa.values())} QA; open behaviour added {self.open_behavior_added}; skipped: "
+            f"{self.malformed_qa} malformed QA, {self.missing_image_frames} frames and "
+            f"{self.missing_image_samples} general samples with missing images, {self.dropped_too_long} "
+            f"over the length limit; {self.truncated} truncated"
+        )
+
+
+def repeats(weight: float, rng: np.random.Generator) -> int:
+    """How many times an item is used for a sampling weight: the integer part plus a coin for the fraction."""
+    whole = math.floor(weight)
+    return whole + int(rng.random() < weight - whole)
+
+
+def is_valid_qa(item: Any) -> bool:
+    return (
+        isinstance(item, dict)
+        and isinstance(item.get("Q"), str)
+        and isinstance(item.get("A"), str)
+        and bool(item["Q"].strip())
+        and bool(item["A"].strip())
+    )
+
+
+def frame_image_paths(frame: dict, builder: PromptBuilder, image_root: Path) -> tuple[list[Path], list[str]]:
+    """The rig's camera images of a frame in rig order, and the cameras whose file is missing."""
+    listed = frame.get("image_paths") or {}
+    paths = [
+        image_root / listed[camera] if camera in listed else image_root / f"<no {camera}>"
+        for camera in builder.rig.names
+    ]
+    return paths, [camera for camera, path in zip(builder.rig.names, paths, strict=True) if not path.is_file()]
+
+
+def frame_conversations(
+    frame: dict, builder: PromptBuilder, open_behavior: bool, report: DataReport
+) -> list[tuple[str, str, str, str]]:
+    """(stage, local id, question, answer) of one frame's valid QA, with the open behaviour variant added."""
+    conversations = []
+    qa = frame.get("QA") if isinstance(frame.get("QA"), dict) else {}
+    for stage, items in qa.items():
+        for index, item in enumerate(items if isinstance(items, list) else [items]):
+            if not is_valid_qa(item):
+                report.malformed_qa += 1
+                continue
+            report.qa[stage] += 1
+            conversations.append((stage, f"{stage}_{index}", item["Q"], item["A"]))
+            open_answer = resolve_choice(item["Q"], item["A"].strip()) if stage == "behavior" else item["A"]
+            if open_behavior and stage == "behavior" and open_answer != item["A"].strip():
+                conversations.append((stage, f"{stage}_{index}_open", Q_BEHAVIOR_OPEN, open_answer))
+                report.open_behavior_added += 1
+    return conversations
+
+
+def read_drivelm(
+    path: Path,
+    image_root: Path | None,
+    builder: PromptBuilder,
+    args: DataArguments,
+    report: DataReport,
+    weighted: bool = True,
+) -> list[Sample]:
+    """DriveLM v1.1 JSON -> samples (weighted by stage unless `weighted` is False, as for evaluation)."""
+    scenes = load_json(path)
+    image_root = image_root or path.parent
+    rng = np.random.default_rng(args.seed)
+    samples = []
+    for scene_token, scene in scenes.items():
+        for frame_token, frame in (scene.get("key_frames") or {}).items():
+            report.frames += 1
+            paths, missing = frame_image_paths(frame, builder, image_root)
+            if missing:
+                if args.missing_images == "fail":
+                    raise DataError(
+                        f"{path}: frame {frame_token} has no image file for {', '.join(missing)} under "
+                        f"{image_root}; set data.missing_images=skip to skip such frames"
+                    )
+                report.missing_image_frames += 1
+                continue
+            for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_behavior, report):
+                weight = args.stage_weights.get(stage, 1.0) if weighted else 1.0
+                sample = Sample(
+                    f"{scene_token}_{frame_token}_{local_id}",
+                    stage,
+                    builder.messages(question, answer),
+                    tuple(str(p) for p in paths),
+                    FRAME,
+                )
+                samples += [sample] * repeats(weight, rng)
+    return samples
+
+
+def llava_messages(entry: dict, image_count: int) -> list[dict[str, str]] | None:
+    """LLaVA conversations -> chat messages; None when malformed. Images lacking a placeholder go first."""
+    turns = entry.get("conversations")
+    if not isinstance(turns, list) or not turns:
+        return None
+    messages = []
+    for turn in turns:
+        role = LLAVA_ROLES.get(turn.get("from")) if isinstance(turn, dict) else None
+        if role is None or not isinstance(turn.get("value"), str):
+            return None
+        messages.append({"role": role, "content": turn["value"]})
+    if not any(m["role"] == "assistant" for m in messages):
+        return None
+    user = next(m for m in messages if m["role"] == "user")
+    placeholders = sum(m["content"].count(IMAGE_PLACEHOLDER) for m in messages)
+    if placeholders == 0 and image_count:
+        user["content"] = "\n".join([IMAGE_PLACEHOLDER] * image_count + [user["content"]])
+    elif placeholders != image_count:
+        return None
+    return messages
+
+
+def read_general(
+    path: Path, image_root: Path | None, args: DataArguments, count: int, report: DataReport
+) -> list[Sample]:
+    """`count` samples drawn (seeded, with replacement only when there are too few) from LLaVA-style JSON."""
+    entries = load_json(path)
+    image_root = image_root or path.parent
+    usable = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        images = entry.get("image", []) if isinstance(entry, dict) else []
+        images = [images] if isinstance(images, str) else list(images)
+        messages = llava_messages(entry, len(images)) if isinstance(entry, dict) else None
+        if messages is None:
+            report.malformed_qa += 1
+            continue
+        paths = [image_root / image for image in images]
+        if not all(p.is_file() for p in paths):
+            if args.missing_images == "fail":
+                raise DataError(
+                    f"{path}: entry {index} has a missing image under {image_root}; set "
+                    "data.missing_images=skip to skip such entries"
+                )
+            report.missing_image_samples += 1
+            continue
+        usable.append(
+            Sample(f"general_{entry.get('id', index)}", GENERAL_STAGE, messages, tuple(str(p) for p in paths), IMAGE)
+        )
+    if not usable or count <= 0:
+        return []
+    rng = np.random.default_rng(args.seed + 1)
+    picks = rng.choice(len(usable), size=count, replace=count > len(usable))
+    return [usable[i] for i in picks]
+
+
+def load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DataError(f"data file '{path}' does not exist")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"'{path}' is not valid JSON: {error}") from error
+
+
+def read_image(path: str) -> np.ndarray:
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise DataError(f"image '{path}' cannot be decoded")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(width, height) from the file header, without decoding."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
+
+
+class ConversationDataset(Dataset):
+    """Samples -> model inputs: images loaded and tiled as the node does, ids and answer-only labels."""
+
+    def __init__(
+        self, samples: list[Sample], tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, image_seq_length: int
+    ):
+        self.samples, self.tokenizer, self.spec, self.builder = samples, tokenizer, spec, builder
+        self.image_seq_length = image_seq_length
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def tiles_per_image(self, sample: Sample) -> list[int]:
+        """Tile counts without decoding: the layout's image sizes for frames, file headers for general images."""
+        if sample.image_kind == FRAME:
+            size = self.builder.rig.mosaic_size if self.builder.layout == "stitched" else self.builder.rig.image_size
+            return [self.spec.tile_count(*size)] * self.builder.image_count
+        return [self.spec.tile_count(*image_size(path)) for path in sample.image_paths]
+
+    def encode(self, sample: Sample, tiles: list[int]) -> tuple[list[int], list[int]]:
+        input_ids, labels = encode_conversation(self.tokenizer, sample.messages, tiles, self.image_seq_length)
+        if sample.truncate_to:
+            return input_ids[: sample.truncate_to], labels[: sample.truncate_to]
+        return input_ids, labels
+
+    def pixel_values(self, sample: Sample) -> tuple[torch.Tensor, list[int]]:
+        images = [read_image(path) for path in sample.image_paths]
+        if sample.image_kind == FRAME:
+            images = layout_images(images, self.builder)
+        return to_pixel_values(images, self.spec)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        sample = self.samples[index]
+        pixel_values, tiles = self.pixel_values(sample)
+        input_ids, labels = self.encode(sample, tiles)
+        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_id": sample.sample_id}
+
+    def fit_length(self, max_length: int, overlong: str, report: DataReport) -> None:
+        """Drop (or truncate after the last image token, keeping some answer) samples over `max_length`."""
+        kept = []
+        for sample in self.samples:
+            input_ids, labels = self.encode(sample, self.tiles_per_image(sample))
+            if len(input_ids) <= max_length:
+                kept.append(sample)
+                continue
+            last_image = max((i for i, t in enumerate(input_ids) if t == self.tokenizer.end_image_token_id), default=-1)
+            first_label = next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+            if overlong == "truncate" and max(last_image, first_label) < max_length:
+                kept.append(Sample(**{**vars(sample), "truncate_to": max_length}))
+                report.truncated += 1
+            else:
+                report.dropped_too_long += 1
+        self.samples = kept
+
+
+def build_datasets(
+    args: DataArguments, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, image_seq_length: int
+) -> tuple[ConversationDataset, ConversationDataset | None, DataReport]:
+    """Training set (DriveLM weighted by stage + general data at the ratio) and the held-out set, with the report."""
+    report = DataReport()
+    root = Path(args.image_root) if args.image_root else None
+    samples = read_drivelm(Path(args.drivelm_json), root, builder, args, report)
+    if args.general_json:
+        general_root = Path(args.general_image_root) if args.general_image_root else None
+        count = round(len(samples) * args.general_ratio)
+        samples += read_general(Path(args.general_json), general_root, args, count, report)
+    if args.max_samples:
+        order = np.random.default_rng(args.seed).permutation(len(samples))[: args.max_samples]
+        samples = [samples[i] for i in sorted(order)]
+    train = ConversationDataset(samples, tokenizer, spec, builder, image_seq_length)
+    train.fit_length(args.max_length, args.overlong, report)
+    report.samples = Counter(sample.stage for sample in train.samples)
+    if not train.samples:
+        raise DataError(
+            f"{args.drivelm_json}: no training samples left after filtering ({report.summary()}); check "
+            "the image root, the stage weights and data.max_length"
+        )
+    evaluation = None
+    if args.eval_json:
+        held_out = read_drivelm(Path(args.eval_json), root, builder, args, DataReport(), weighted=False)
+        if args.eval_max_samples:
+            held_out = held_out[: args.eval_max_samples]
+        evaluation = ConversationDataset(held_out, tokenizer, spec, builder, image_seq_length)
+        evaluation.fit_length(args.max_length, args.overlong, DataReport())
+    return train, evaluation, report
