@@ -27,7 +27,7 @@ LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
     "rate": ("1.0", "bag replay rate"),
     "loop": ("false", "replay the bag in a loop"),
 }
-TINY_MODEL_CACHE = Path.home() / ".cache" / "drive_mllm_ros" / "tiny-model"
+TINY_MODEL_CACHE = Path.home() / ".cache" / "drive_mllm_ros" / "tiny-model-per-view-224"
 
 
 def is_true(value: str | bool) -> bool:
@@ -72,7 +72,7 @@ def default_model(params_file: str) -> str:
         from .tiny_model import write_tiny_model
 
         print(f"drive-mllm: no embedded student yet; writing a tiny random model to {TINY_MODEL_CACHE}")
-        write_tiny_model(TINY_MODEL_CACHE)
+        write_tiny_model(TINY_MODEL_CACHE, layout="per_view", tile_size=224)  # small and quick on a CPU
     return str(TINY_MODEL_CACHE)
 
 

@@ -77,7 +77,7 @@ class DriveMllmNode(LifecycleNode):
         self.sync = CameraSynchronizer(
             self.rig.names, p.anchor_camera, p.sync_tolerance, p.sync_max_wait, p.missing_camera_policy
         )
-        self.analyzer = SceneAnalyzer(self.model, p.stage_questions(), self.rig.names, p.layout)
+        self.analyzer = SceneAnalyzer(self.model, p.stage_questions(), self.rig.names, self.model.builder.layout)
         pub = self.create_lifecycle_publisher
         self._outputs = {stage: pub(String, f"~/{stage}", 10) for stage in TEXT_STAGES}
         self._outputs.update(
@@ -93,7 +93,7 @@ class DriveMllmNode(LifecycleNode):
         self._diagnostics_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"configured: model {self.model.model_id} on {self.model.device}, "
-            f"{len(self.rig.names)} cameras, layout {p.layout}"
+            f"{len(self.rig.names)} cameras, layout {self.model.builder.layout}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -101,7 +101,7 @@ class DriveMllmNode(LifecycleNode):
         path = params.model_path or str(embedded_model_dir())
         return DrivingModel.load(
             path,
-            params.prompt_builder(),
+            params.prompt_builder(path),
             device=params.device,
             dtype=params.dtype,
             trust_remote_code=params.trust_remote_code,
@@ -266,7 +266,7 @@ class DriveMllmNode(LifecycleNode):
         values: dict[str, object] = {
             "model": self.model.model_id,
             "device": self.model.device,
-            "layout": self.params.layout,
+            "layout": self.model.builder.layout,
         }
         values.update(self.health.snapshot())
         stats = self.sync.stats

@@ -11,7 +11,7 @@ from typing import Any
 
 from .cameras import DEFAULT_TOPIC_PATTERN, NUSCENES_CAMERAS, CameraRig
 from .drivelm import Q_BEHAVIOR_OPEN, Q_FUTURE_CONFLICT, Q_IMPORTANT_OBJECTS, Q_SAFE_ACTIONS, STAGES
-from .prompt import LAYOUTS, PromptBuilder
+from .prompt import LAYOUTS, PromptBuilder, checkpoint_layout
 from .scene import OBJECT_SLOT, StageQuestions
 from .sync import MISSING_POLICIES
 
@@ -42,7 +42,7 @@ class NodeParams:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
-    layout: str = "stitched"
+    layout: str = "auto"  # auto: the checkpoint's own (drive_mllm.json), else stitched
     cameras: list[str] = field(default_factory=lambda: list(NUSCENES_CAMERAS))
     camera_topics: list[str] = field(default_factory=list)
     topic_pattern: str = DEFAULT_TOPIC_PATTERN
@@ -97,7 +97,7 @@ class NodeParams:
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid parameter and what is expected."""
-        _choice("layout", self.layout, LAYOUTS)
+        _choice("layout", self.layout, ("auto", *LAYOUTS))
         _choice("image_transport", self.image_transport, TRANSPORTS)
         _choice("image_qos_reliability", self.image_qos_reliability, RELIABILITIES)
         _choice("missing_camera_policy", self.missing_camera_policy, MISSING_POLICIES)
@@ -134,8 +134,10 @@ class NodeParams:
     def stage_questions(self) -> StageQuestions:
         return StageQuestions(self.questions, dict(self.max_new_tokens), self.max_objects)
 
-    def prompt_builder(self) -> PromptBuilder:
-        return PromptBuilder(self.rig(), self.layout)
+    def prompt_builder(self, model_path: str) -> PromptBuilder:
+        """The prompt builder for a checkpoint: layout "auto" takes the one the checkpoint was made for."""
+        layout = self.layout if self.layout != "auto" else checkpoint_layout(model_path) or "stitched"
+        return PromptBuilder(self.rig(), layout)
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

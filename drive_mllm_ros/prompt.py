@@ -7,8 +7,10 @@ normalised to 0..1000 over it; ``per_view`` shows one image per camera, each ann
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from .cameras import CameraRig
@@ -16,6 +18,24 @@ from .drivelm import TAG_PATTERN, format_tag
 
 LAYOUTS: tuple[str, ...] = ("stitched", "per_view")
 IMAGE_PLACEHOLDER = "<image>"
+LAYOUT_FILE = "drive_mllm.json"  # written into checkpoints we make: the layout they were trained for
+
+
+def checkpoint_layout(checkpoint: str | Path) -> str | None:
+    """The layout a checkpoint was made for (None when it does not say, e.g. a downloaded one)."""
+    path = Path(checkpoint) / LAYOUT_FILE
+    if not path.is_file():
+        return None
+    layout = json.loads(path.read_text()).get("layout")
+    if layout not in LAYOUTS:
+        raise ValueError(f"{path}: 'layout' must be one of {LAYOUTS}, got {layout!r}")
+    return layout
+
+
+def write_checkpoint_layout(checkpoint: str | Path, layout: str) -> None:
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
+    (Path(checkpoint) / LAYOUT_FILE).write_text(json.dumps({"layout": layout}) + "\n")
 
 
 @dataclass(frozen=True)
@@ -73,8 +93,10 @@ class PromptBuilder:
     def render(self, tokenizer: Any, question: str, answer: str | None = None) -> str:
         """Prompt text through the checkpoint's own chat template (generation prompt when no answer)."""
         if not getattr(tokenizer, "chat_template", None):
-            raise ValueError("tokenizer: the checkpoint has no chat template; add chat_template.jinja to the "
-                             "checkpoint folder or set 'chat_template' in its model preset")
+            raise ValueError(
+                "tokenizer: the checkpoint has no chat template; add chat_template.jinja to the "
+                "checkpoint folder or set 'chat_template' in its model preset"
+            )
         return tokenizer.apply_chat_template(
             self.messages(question, answer), tokenize=False, add_generation_prompt=answer is None
         )

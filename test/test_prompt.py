@@ -55,3 +55,18 @@ def test_messages_for_training_carry_the_answer_in_model_coordinates():
     messages = builder.messages("What is it?", "It is <c1,CAM_FRONT,800.0,450.0>.")
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert messages[2]["content"] == "It is " + builder.to_model_text("<c1,CAM_FRONT,800.0,450.0>") + "."
+
+
+def test_checkpoint_layout_file_drives_the_auto_layout(tmp_path):
+    from drive_mllm_ros.params import NodeParams
+    from drive_mllm_ros.prompt import LAYOUT_FILE, checkpoint_layout, write_checkpoint_layout
+
+    assert checkpoint_layout(tmp_path) is None
+    assert NodeParams().prompt_builder(str(tmp_path)).layout == "stitched"
+    write_checkpoint_layout(tmp_path, "per_view")
+    assert checkpoint_layout(tmp_path) == "per_view"
+    assert NodeParams().prompt_builder(str(tmp_path)).layout == "per_view"
+    assert NodeParams(layout="stitched").prompt_builder(str(tmp_path)).layout == "stitched"
+    (tmp_path / LAYOUT_FILE).write_text('{"layout": "grid"}')
+    with pytest.raises(ValueError, match="layout"):
+        checkpoint_layout(tmp_path)
