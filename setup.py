@@ -1,14 +1,19 @@
 """ament_python package; also installs with pip alone (see README)."""
 
-from glob import glob
+import os
 
 from setuptools import find_packages, setup
 
 PACKAGE = "drive_mllm_ros"
 
 
-def share(folder: str, pattern: str = "*") -> tuple[str, list[str]]:
-    return f"share/{PACKAGE}/{folder}", [p for p in glob(f"{folder}/{pattern}", recursive=True) if "." in p.split("/")[-1]]
+def share(folder: str) -> list[tuple[str, list[str]]]:
+    """data_files entries installing a folder (subfolders included, e.g. a model) under share/<package>/."""
+    entries = []
+    for directory, _, files in sorted(os.walk(folder)):
+        if files:
+            entries.append((f"share/{PACKAGE}/{directory}", [os.path.join(directory, f) for f in sorted(files)]))
+    return entries
 
 
 setup(
@@ -20,9 +25,9 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        share("launch", "*.launch.py"),
-        share("config"),
-        share("models"),
+        *share("launch"),
+        *share("config"),
+        *share("models"),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
