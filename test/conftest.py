@@ -21,3 +21,11 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("tiny_checkpoint")
     assert tiny_model_main(["--out", str(out), "--tile-size", "224", "--seed", "0"]) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_per_view_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A random-init per_view checkpoint with 224-px tiles: six 64-token views, the quickest for node tests."""
+    from drive_mllm_ros.tiny_model import write_tiny_model
+
+    return write_tiny_model(tmp_path_factory.mktemp("tiny_per_view") / "tiny", layout="per_view", tile_size=224)

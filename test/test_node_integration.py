@@ -15,7 +15,6 @@ from visualization_msgs.msg import MarkerArray
 
 from drive_mllm_ros.drivelm import Q_TRAJECTORY
 from drive_mllm_ros.paths import default_params_file
-from drive_mllm_ros.tiny_model import write_tiny_model
 
 from rosutil import NS, CameraRigPublisher, RosHarness, start_node, stop_node, wait_for, write_params
 
@@ -39,11 +38,6 @@ FAST = {  # short answers keep a random tiny model quick on 2 cores
     "image_qos_reliability": "reliable",
     "diagnostics_period": 0.5,
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    return write_tiny_model(tmp_path_factory.mktemp("ckpt") / "tiny", layout="per_view", tile_size=224)
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +76,10 @@ def run_sweeps(rig, harness, condition, start_ns, timeout=90.0, period_ns=NS // 
     return stamp[0]
 
 
-def test_compressed_cameras_to_every_output_with_stamps_and_bad_input(tiny_checkpoint, harness, tmp_path):
+def test_compressed_cameras_to_every_output_with_stamps_and_bad_input(tiny_per_view_checkpoint, harness, tmp_path):
     params = write_params(
         tmp_path / "p.yaml",
-        model_path=str(tiny_checkpoint),
+        model_path=str(tiny_per_view_checkpoint),
         layout="per_view",
         missing_camera_policy="blank",
         questions__trajectory=[Q_TRAJECTORY],
@@ -156,10 +150,10 @@ def test_compressed_cameras_to_every_output_with_stamps_and_bad_input(tiny_check
         print((tmp_path / "node.log").read_text()[-3000:])
 
 
-def test_raw_images_drop_policy_and_a_frame_that_makes_the_model_raise(tiny_checkpoint, harness, tmp_path):
+def test_raw_images_drop_policy_and_a_frame_that_makes_the_model_raise(tiny_per_view_checkpoint, harness, tmp_path):
     params = write_params(
         tmp_path / "p.yaml",
-        model_path=str(tiny_checkpoint),
+        model_path=str(tiny_per_view_checkpoint),
         layout="per_view",
         image_transport="raw",
         topic_pattern="/{camera}/image_raw",
