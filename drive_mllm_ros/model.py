@@ -1,22 +1,23 @@
 """The model backend: a local InternVL-family checkpoint answering driving questions about one camera frame.
 
 Native transformers classes only (no remote code unless asked for explicitly), safetensors weights only.
-A frame is preprocessed once (`prepare`); `answer` encodes its images once and answers each question with
-greedy decoding from that encoding. Prompts come from the shared PromptBuilder, answers go back through
+A frame is preprocessed once (`prepare`); `answer` encodes its images and the shared prompt prefix once per
+frame and answers all questions as one greedy batch from that cached prefix (fast_decode.py). Prompts come from the shared PromptBuilder, answers go back through
 `builder.from_model_text` so object tags are in camera pixels.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .fast_decode import FramePrefix, StaticCachePool, decode_from_prefix, encode_prefix, image_prefix_length
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
 from .prompt import IMAGE_PLACEHOLDER, PromptBuilder
 
@@ -36,6 +37,7 @@ class PreparedFrame:
 
     pixel_values: torch.Tensor
     tiles_per_image: list[int]
+    prefix: FramePrefix | None = field(default=None, repr=False)  # filled by the first answer about the frame
 
 
 def resolve_device(device: str) -> str:
@@ -126,6 +128,15 @@ def check_tokenizer(tokenizer: Any, config: Any, path: Path) -> None:
         raise ModelLoadError(f"'{path}': the tokenizer has no chat template; add chat_template.jinja to the folder")
 
 
+def quantize_int8_weights(model: Any) -> None:
+    """Weight-only int8 for the LLM's linear layers (torchao): about half the bf16 weight bytes read per token."""
+    try:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    except ImportError as error:
+        raise ModelLoadError("int8 weights need torchao, an optional dependency: pip install torchao") from error
+    quantize_(model.model.language_model, Int8WeightOnlyConfig())
+
+
 def image_token_ids(tokenizer: Any, image_seq_length: int, tiles: int) -> list[int]:
     """`<img>` + `<IMG_CONTEXT>` x (image_seq_length x tiles) + `</img>`, as InternVLProcessor expands it."""
     context = [tokenizer.context_image_token_id] * (image_seq_length * tiles)
@@ -146,7 +157,9 @@ def encode_with_images(tokenizer: Any, text: str, tiles_per_image: list[int], im
 class DrivingModel:
     """A loaded checkpoint plus its tokenizer, tiling settings and the layout's prompt builder."""
 
-    def __init__(self, model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, model_id: str):
+    def __init__(self, model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, model_id: str,
+                 static_cache: bool | None = None):
+        """static_cache (default: on CUDA) decodes into reusable StaticCaches, which makes generate compile."""
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
@@ -157,14 +170,17 @@ class DrivingModel:
         self.image_seq_length: int = model.config.image_seq_length
         stop = {tokenizer.eos_token_id, *tokenizer.convert_tokens_to_ids(list(STOP_TOKENS))}
         self.stop_token_ids = sorted(i for i in stop if i is not None and i != tokenizer.unk_token_id)
+        static_cache = self.device.startswith("cuda") if static_cache is None else static_cache
+        self.static_caches = StaticCachePool(model.config) if static_cache else None
+        self.last_timings: dict[str, float] = {}  # ms per stage of the last answer call (vision, prefill, decode)
 
     @classmethod
     def load(cls, path: str | Path, builder: PromptBuilder, device: str = "auto", dtype: str = "auto",
-             trust_remote_code: bool = False, max_tiles: int | None = None) -> DrivingModel:
+             trust_remote_code: bool = False, max_tiles: int | None = None, int8: bool = False) -> DrivingModel:
         """Load a local checkpoint folder (native InternVL layout, safetensors) for the builder's layout.
 
         device "auto": cuda when available, else cpu; dtype "auto": bf16 on GPU, fp32 on CPU.
-        max_tiles overrides the image processor's max_patches (dynamic tiling bound).
+        max_tiles overrides the image processor's max_patches (dynamic tiling bound); int8: weight-only int8 LLM.
         """
         from transformers import AutoModelForImageTextToText, AutoTokenizer, GotOcr2ImageProcessorPil
 
@@ -181,9 +197,12 @@ class DrivingModel:
         device = resolve_device(device)
         model = AutoModelForImageTextToText.from_pretrained(
             path, config=config, dtype=resolve_dtype(dtype, device), use_safetensors=True,
-            trust_remote_code=trust_remote_code,
+            trust_remote_code=trust_remote_code, attn_implementation="sdpa",
         )
-        return cls(model.to(device).eval(), tokenizer, spec, builder, model_id=path.name)
+        model = model.to(device).eval()
+        if int8:
+            quantize_int8_weights(model)
+        return cls(model, tokenizer, spec, builder, model_id=path.name)
 
     @property
     def view_size(self) -> tuple[int, int] | None:
@@ -204,32 +223,44 @@ class DrivingModel:
         text = self.builder.render(self.tokenizer, question, answer)
         return encode_with_images(self.tokenizer, text, tiles_per_image, self.image_seq_length)
 
-    def encode_images(self, frame: PreparedFrame) -> Any:
-        """Vision tower + projector output for a frame, reusable across questions (generate's mm_encoder_outputs)."""
-        with torch.inference_mode():
-            return self.model.get_image_features(pixel_values=frame.pixel_values, return_dict=True)
+    def frame_prefix(self, frame: PreparedFrame, prompt: list[int]) -> tuple[FramePrefix, bool]:
+        """The frame's cached prefix (prompt head through the last image), encoded now if new; True when new."""
+        if frame.prefix is not None:
+            return frame.prefix, False
+        length = image_prefix_length(prompt, self.tokenizer.end_image_token_id)
+        frame.prefix = encode_prefix(self.model, prompt[:length], frame.pixel_values)
+        return frame.prefix, True
 
-    def generate_ids(self, prompts: list[list[int]], image_features: Any, max_new_tokens: list[int]) -> list[list[int]]:
-        """Greedy continuations of several prompts about the same images, in one left-padded batch.
+    def generate_ids(self, frame: PreparedFrame, prompts: list[list[int]], max_new_tokens: list[int],
+                     min_new_tokens: int = 0) -> list[list[int]]:
+        """Greedy continuations of prompts about one frame, batched from its cached prefix; sets last_timings.
 
-        Each row stops at <|im_end|> / end of text or its own budget; greedy decoding is prefix-consistent, so
-        a row equals what generate gives for that prompt alone.
+        Each row stops at <|im_end|> / end of text or its own budget and equals generate for that prompt alone.
         """
-        pad = self.tokenizer.pad_token_id
-        length = max(len(prompt) for prompt in prompts)
-        input_ids = torch.tensor([[pad] * (length - len(p)) + p for p in prompts], device=self.device)
-        attention_mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        # generate matches image features to <IMG_CONTEXT> tokens row after row: one copy per prompt
-        features = image_features.pooler_output
-        batch_features = BaseModelOutputWithPooling(pooler_output=features.repeat(len(prompts), 1, 1))
-        with torch.inference_mode():
-            output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={"image": batch_features},
-                max_new_tokens=max(max_new_tokens), do_sample=False, eos_token_id=self.stop_token_ids,
-                pad_token_id=pad,
-            )
-        return [self.until_stop(row[:budget]) for row, budget in zip(output[:, length:].tolist(), max_new_tokens,
-                                                                      strict=True)]
+        prefix, new = self.frame_prefix(frame, prompts[0])
+        result = decode_from_prefix(self.model, prefix, prompts, max_new_tokens, self.stop_token_ids,
+                                    self.tokenizer.pad_token_id, self.static_caches, min_new_tokens)
+        self.last_timings = {"vision": prefix.vision_ms if new else 0.0,
+                             "prefill": result.prefill_ms + (prefix.prefill_ms if new else 0.0),
+                             "decode": result.decode_ms}
+        return [self.until_stop(ids) for ids in result.new_ids]
+
+    def warmup(self, batch_sizes: list[int], max_new_tokens: int) -> float:
+        """Compile and capture the decode step for these batch sizes before the first frame; seconds spent.
+
+        Only with static caches (CUDA): dynamic ones are not compiled, so there is nothing to warm up.
+        """
+        if self.static_caches is None:
+            return 0.0
+        started = time.perf_counter()
+        width, height = self.builder.rig.image_size
+        frame = self.prepare([np.zeros((height, width, 3), np.uint8)] * len(self.builder.rig.names))
+        prompt = self.prompt_ids("Warm-up.", frame.tiles_per_image)
+        runs = 3 if self.device.startswith("cuda") else 1  # compile, then CUDA-graph warm-up and recording runs
+        for batch in sorted(set(batch_sizes)):
+            for _ in range(runs):
+                self.generate_ids(frame, [prompt] * batch, [max_new_tokens] * batch, min_new_tokens=max_new_tokens)
+        return time.perf_counter() - started
 
     def until_stop(self, ids: list[int]) -> list[int]:
         """Tokens up to and including the first stop token."""
@@ -239,14 +270,14 @@ class DrivingModel:
         return ids
 
     def answer(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
-        """Answers to several questions about one frame (images encoded once, questions decoded as one batch);
-        object tags come back in camera pixels."""
+        """Answers to several questions about one frame (images and prompt prefix encoded once per frame, questions
+        decoded as one batch); object tags come back in camera pixels."""
         budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(questions):
             raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
         if not questions:
             return []
         prompts = [self.prompt_ids(question, frame.tiles_per_image) for question in questions]
-        new_ids = self.generate_ids(prompts, self.encode_images(frame), budgets)
+        new_ids = self.generate_ids(frame, prompts, budgets)
         texts = self.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
         return [self.builder.from_model_text(text.strip()) for text in texts]
