@@ -93,11 +93,12 @@ def compressed_to_rgb(msg: Any, source: str = "image", target_size: tuple[int, i
 
 
 def decode(data: np.ndarray, flag: int, source: str, kind: str) -> np.ndarray:
-    bgr = cv2.imdecode(data, flag) if data.size else None
-    if bgr is None:
+    """The decoder writes RGB itself (IMREAD_COLOR_RGB): no BGR image and no conversion pass."""
+    rgb = cv2.imdecode(data, flag | cv2.IMREAD_COLOR_RGB) if data.size else None
+    if rgb is None:
         raise ImageConversionError(f"{source}: corrupt or truncated {kind} data ({data.size} bytes), expected a "
                                    f"decodable {kind} image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 def jpeg_read_flag(data: bytes, target_size: tuple[int, int] | None) -> int:

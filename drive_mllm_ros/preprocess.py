@@ -17,6 +17,7 @@ import torch
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import get_optimal_tiled_canvas
 
 from .cameras import MOSAIC_VIEW_SIZE, CameraRig
+from .images import decode_pool
 from .prompt import PromptBuilder
 
 LABEL_FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -111,16 +112,22 @@ def check_views(views: list[np.ndarray], rig: CameraRig) -> None:
 
 
 def stitch_views(views: list[np.ndarray], rig: CameraRig) -> np.ndarray:
-    """The rig's mosaic: views resized to 896x448 on the grid in rig order, each labelled with its camera."""
+    """The rig's mosaic: views resized to 896x448 on the grid in rig order, each labelled with its camera.
+
+    Cells are filled in parallel threads (OpenCV releases the GIL), each view resized straight into its cell.
+    """
     check_views(views, rig)
     view_width, view_height = MOSAIC_VIEW_SIZE
     mosaic_width, mosaic_height = rig.mosaic_size
     mosaic = np.zeros((mosaic_height, mosaic_width, 3), dtype=np.uint8)
-    for name, view in zip(rig.names, views, strict=True):
+
+    def fill_cell(name: str, view: np.ndarray) -> None:
         row, column = rig.grid_cell(name)
         cell = mosaic[row * view_height:(row + 1) * view_height, column * view_width:(column + 1) * view_width]
         cell[:] = resize(view, MOSAIC_VIEW_SIZE)
         draw_label(cell, name)
+
+    list(decode_pool().map(fill_cell, rig.names, views))
     return mosaic
 
 
@@ -139,30 +146,46 @@ def view_target_size(builder: PromptBuilder, spec: TilingSpec) -> tuple[int, int
     return None if spec.crop_to_patches else (spec.tile_size, spec.tile_size)
 
 
-def tile_image(image: np.ndarray, spec: TilingSpec) -> np.ndarray:
-    """(tiles, T, T, 3) uint8: the grid tiles in row-major order, then the thumbnail (GotOcr2's order)."""
+def tile_image(image: np.ndarray, spec: TilingSpec, out: np.ndarray | None = None) -> np.ndarray:
+    """(tiles, T, T, 3) uint8: the grid tiles in row-major order, then the thumbnail (GotOcr2's order).
+
+    out: where to write them (a slice of a frame-wide buffer, so tiles are never concatenated).
+    """
     height, width = image.shape[:2]
     tile = spec.tile_size
     columns, rows = spec.tile_grid(width, height)
-    if columns * rows == 1:
-        return resize(image, (tile, tile))[None]
-    grid = resize(image, (columns * tile, rows * tile))
-    tiles = np.empty((columns * rows + 1, tile, tile, 3), dtype=np.uint8)
-    tiles[:-1].reshape(rows, columns, tile, tile, 3)[:] = grid.reshape(rows, tile, columns, tile, 3).swapaxes(1, 2)
-    tiles[-1] = resize(image, (tile, tile))
+    count = spec.tile_count(width, height)
+    tiles = np.empty((count, tile, tile, 3), dtype=np.uint8) if out is None else out
+    tiles[-1] = resize(image, (tile, tile))  # the thumbnail, or the only tile
+    if count > 1:
+        grid = resize(image, (columns * tile, rows * tile))
+        tiles[:-1].reshape(rows, columns, tile, tile, 3)[:] = grid.reshape(rows, tile, columns, tile, 3).swapaxes(1, 2)
     return tiles
+
+
+def tile_buffer(count: int, tile: int, device: torch.device) -> torch.Tensor:
+    """Uninitialised (count, T, T, 3) uint8 host memory; pinned when bound for CUDA, so the copy is asynchronous
+    (torch's pinned-memory cache reuses it only after that copy has finished)."""
+    return torch.empty((count, tile, tile, 3), dtype=torch.uint8, pin_memory=device.type == "cuda")
 
 
 def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[int]]:
     """Tiles of all images concatenated, (N, 3, T, T) normalised on `device`, and the tile count per image.
 
-    The uint8 tiles go to the device before normalising: 4x less to copy, and the GPU does the arithmetic.
+    Tiles are written straight into one host buffer; the uint8 tiles go to the device before normalising (4x less
+    to copy, the GPU does the arithmetic), and normalising writes the channel-first float tensor in one pass.
     """
-    tiles = [tile_image(image, spec) for image in images]
-    pixels = torch.from_numpy(np.concatenate(tiles)).to(device).permute(0, 3, 1, 2).contiguous()
-    # (x * rescale - mean) / std as one multiply-add per channel, uint8 in, float32 out
-    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=pixels.device)
-    offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], device=pixels.device)
-    pixels = torch.addcmul(offset.view(1, 3, 1, 1), pixels, scale.view(1, 3, 1, 1))
-    return pixels.to(dtype), [len(t) for t in tiles]
+    device = torch.device(device)
+    counts = [spec.tile_count(image.shape[1], image.shape[0]) for image in images]
+    host = tile_buffer(sum(counts), spec.tile_size, device)
+    tiles, start = host.numpy(), 0
+    for image, count in zip(images, counts, strict=True):
+        tile_image(image, spec, tiles[start:start + count])
+        start += count
+    pixels = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
+    # (x * rescale - mean) / std as one multiply-add per channel, uint8 in, float32 out, channel-first
+    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=device).view(1, 3, 1, 1)
+    offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], device=device).view(1, 3, 1, 1)
+    normalised = torch.addcmul(offset, pixels, scale, out=torch.empty(pixels.shape, device=device))
+    return normalised.to(dtype), counts
