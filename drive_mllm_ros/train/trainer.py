@@ -93,7 +93,11 @@ def apply_tuning(model: Any, config: TrainConfig) -> Any:
 
 def training_arguments(config: TrainConfig) -> TrainingArguments:
     """TrainingArguments from the `training` section; our collator needs every column, TensorBoard when present."""
-    options = {"report_to": ["tensorboard"] if tensorboard_available() else "none", **config.training}
+    options = {
+        "report_to": ["tensorboard"] if tensorboard_available() else "none",
+        "ddp_find_unused_parameters": False,  # every trainable parameter takes part in each step
+        **config.training,
+    }
     options.update(remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True)
     return TrainingArguments(**options)
 

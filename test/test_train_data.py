@@ -1,0 +1,197 @@
+"""Training data and configuration: answer-only labels, DriveLM/general reading, bad input, config keys."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from drive_mllm_ros.cameras import CameraRig
+from drive_mllm_ros.data.synthetic import WorldOptions, generate
+from drive_mllm_ros.drivelm import Q_BEHAVIOR_OPEN
+from drive_mllm_ros.model import DrivingModel
+from drive_mllm_ros.preprocess import TilingSpec
+from drive_mllm_ros.prompt import PromptBuilder
+from drive_mllm_ros.train.arguments import ConfigError, DataArguments, parse_config
+from drive_mllm_ros.train.collate import IGNORE_INDEX, AnswerOnlyCollator, encode_conversation
+from drive_mllm_ros.train.data import DataError, build_datasets
+
+WIDTH, HEIGHT = 320, 180
+SPEC = TilingSpec(tile_size=224, crop_to_patches=False, max_tiles=1)
+BUILDER = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view")
+TOKENS_PER_TILE = 64
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate(WorldOptions(out, scenes=2, seed=3, duration=1.0, width=WIDTH, height=HEIGHT, val_fraction=0.5))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_checkpoint):
+    return AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+def data_args(world: Path, **changes) -> DataArguments:
+    return DataArguments(
+        drivelm_json=str(world / "drivelm" / "v1_1_train_nus.json"),
+        layout="per_view",
+        camera_image_size=[WIDTH, HEIGHT],
+        max_tiles=1,
+        **changes,
+    )
+
+
+def build(world: Path, tokenizer, **changes):
+    return build_datasets(data_args(world, **changes), tokenizer, SPEC, BUILDER, TOKENS_PER_TILE)
+
+
+def copy_world(world: Path, tmp_path: Path) -> Path:
+    shutil.copytree(world, tmp_path / "world")
+    return tmp_path / "world"
+
+
+def rewrite_json(path: Path, edit) -> None:
+    scenes = json.loads(path.read_text())
+    edit(scenes)
+    path.write_text(json.dumps(scenes))
+
+
+def first_frame(scenes: dict) -> dict:
+    return next(iter(next(iter(scenes.values()))["key_frames"].values()))
+
+
+def test_labels_are_exactly_the_answer_tokens_and_end_token(tokenizer, tiny_checkpoint):
+    question, answer = "Is <c1,CAM_FRONT,100.0,50.0> moving?", "No, it is parked. <c1,CAM_FRONT,100.0,50.0>"
+    messages = BUILDER.messages(question, answer)
+    input_ids, labels = encode_conversation(tokenizer, messages, [1] * 6, TOKENS_PER_TILE)
+    served = DrivingModel.load(tiny_checkpoint, BUILDER).prompt_ids(question, [1] * 6)
+    answer_ids = tokenizer.encode(answer, add_special_tokens=False)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert input_ids[: len(served)] == served  # the prompt is what the node serves
+    assert input_ids[len(served) :] == [*answer_ids, end, *tokenizer.encode("\n", add_special_tokens=False)]
+    expected = (
+        [IGNORE_INDEX] * len(served)
+        + answer_ids
+        + [end]
+        + [IGNORE_INDEX] * (len(input_ids) - len(served) - len(answer_ids) - 1)
+    )
+    assert labels == expected
+    assert input_ids.count(tokenizer.context_image_token_id) == 6 * TOKENS_PER_TILE
+
+
+def test_collator_masks_padding_and_concatenates_tiles(tokenizer, world):
+    train, _, _ = build(world, tokenizer)
+    short, long = sorted((train[0], train[1]), key=lambda f: len(f["input_ids"]))
+    batch = AnswerOnlyCollator(tokenizer.pad_token_id)([short, long])
+    size = len(short["input_ids"])
+    assert batch["labels"][0, :size].tolist() == short["labels"]
+    assert (batch["labels"][0, size:] == IGNORE_INDEX).all() and (batch["attention_mask"][0, size:] == 0).all()
+    assert batch["pixel_values"].shape == (12, 3, 224, 224)
+
+
+def test_stage_weights_and_open_behaviour(tokenizer, world):
+    _, _, report = build(world, tokenizer)
+    behaviour_qa = report.qa["behavior"]
+    assert report.open_behavior_added == behaviour_qa > 0
+    assert report.samples["behavior"] == 2 * behaviour_qa
+    train, _, report = build(world, tokenizer, stage_weights={"perception": 2.0, "behavior": 0.0})
+    assert report.samples["perception"] == 2 * report.qa["perception"] and "behavior" not in report.samples
+    open_sample = next(s for s in build(world, tokenizer)[0].samples if s.sample_id.endswith("_open"))
+    assert Q_BEHAVIOR_OPEN in open_sample.messages[0]["content"]
+    assert open_sample.messages[1]["content"].startswith("The ego vehicle is ")  # the option text, not "A."
+
+
+def test_missing_images_skip_with_count_or_fail(tokenizer, world, tmp_path):
+    copy = copy_world(world, tmp_path)
+    frame = first_frame(json.loads((copy / "drivelm" / "v1_1_train_nus.json").read_text()))
+    (copy / "drivelm" / frame["image_paths"]["CAM_BACK"]).unlink()
+    _, _, full = build(world, tokenizer)
+    _, _, report = build(copy, tokenizer)
+    assert report.missing_image_frames == 1 and report.frames == full.frames
+    assert sum(report.samples.values()) < sum(full.samples.values())
+    with pytest.raises(DataError, match="CAM_BACK"):
+        build(copy, tokenizer, missing_images="fail")
+
+
+def test_malformed_qa_are_counted(tokenizer, world, tmp_path):
+    copy = copy_world(world, tmp_path)
+
+    def break_entries(scenes):
+        qa = first_frame(scenes)["QA"]
+        qa["perception"].append({"Q": "What?"})  # no answer
+        qa["planning"].append("not a dict")
+        qa["prediction"][0]["A"] = ""
+
+    rewrite_json(copy / "drivelm" / "v1_1_train_nus.json", break_entries)
+    _, _, report = build(copy, tokenizer)
+    assert report.malformed_qa == 3
+    assert "3 malformed QA" in report.summary()
+
+
+def test_empty_dataset_after_filtering_is_an_error(tokenizer, world):
+    with pytest.raises(DataError, match="no training samples left"):
+        build(world, tokenizer, max_length=50)
+    weights = dict.fromkeys(("perception", "prediction", "planning", "behavior", "trajectory"), 0.0)
+    with pytest.raises(DataError, match="no training samples left"):
+        build(world, tokenizer, stage_weights=weights)
+
+
+def test_overlong_samples_are_dropped_or_truncated_with_counts(tokenizer, world):
+    prompt_length = 6 * (TOKENS_PER_TILE + 2) + 60  # images + template + question text, roughly
+    train, _, report = build(world, tokenizer, max_length=prompt_length + 40)
+    _, _, whole = build(world, tokenizer)
+    assert report.dropped_too_long > 0 and report.truncated == 0
+    train, _, report = build(world, tokenizer, max_length=prompt_length + 40, overlong="truncate")
+    assert report.truncated > 0
+    assert all(len(train[i]["input_ids"]) <= prompt_length + 40 for i in range(len(train)))
+    assert sum(report.samples.values()) + report.dropped_too_long == sum(whole.samples.values())
+
+
+def test_general_data_is_mixed_at_the_ratio(tokenizer, world, tmp_path):
+    image = next((world / "nuscenes" / "samples" / "CAM_FRONT").iterdir())
+    entries = [
+        {
+            "id": i,
+            "image": str(image),
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the picture."},
+                {"from": "gpt", "value": f"A road {i}."},
+            ],
+        }
+        for i in range(3)
+    ]
+    entries.append({"id": 9, "image": "missing.jpg", "conversations": entries[0]["conversations"]})
+    entries.append({"id": 10, "conversations": [{"from": "human", "value": "no answer"}]})
+    general = tmp_path / "general.json"
+    general.write_text(json.dumps(entries))
+    train, _, report = build(world, tokenizer, general_json=str(general), general_ratio=0.25)
+    domain = sum(count for stage, count in report.samples.items() if stage != "general")
+    assert report.samples["general"] == round(domain * 0.25)
+    assert report.missing_image_samples == 1 and report.malformed_qa == 1
+    sample = next(i for i, s in enumerate(train.samples) if s.stage == "general")
+    assert train[sample]["pixel_values"].shape[0] == 1  # one 224 tile, no camera layout
+    assert train[sample]["input_ids"].count(tokenizer.context_image_token_id) == TOKENS_PER_TILE
+
+
+def test_config_unknown_key_names_the_nearest(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("model: {path: x}\ndata: {drivelm_json: y}\ntraining: {output_dir: z, learnig_rate: 1.0e-5}\n")
+    with pytest.raises(ConfigError, match="did you mean 'training.learning_rate'"):
+        parse_config(config)
+    with pytest.raises(ConfigError, match="did you mean 'data.stage_weights'"):
+        parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z", "data.stage_weight=1"])
+    with pytest.raises(ConfigError, match="did you mean 'method'"):
+        parse_config(None, ["metod.name=sft"])
+    parsed = parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z", "method.top_k=8"])
+    assert parsed.method.top_k == 8
+
+
+def test_example_configs_parse():
+    for path in sorted(Path(__file__).resolve().parents[1].glob("config/train/*.yaml")):
+        parse_config(path)
