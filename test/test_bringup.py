@@ -10,6 +10,7 @@ import sys
 from std_msgs.msg import String
 
 from drive_mllm_ros.cli import main as cli
+
 from rosutil import RosHarness, wait_for, write_params
 
 
