@@ -193,30 +193,46 @@ def test_raw_images_drop_policy_and_a_frame_that_makes_the_model_raise(tiny_per_
         print((tmp_path / "node.log").read_text()[-3000:])
 
 
+@pytest.fixture(scope="module")
+def pickle_checkpoint(tiny_per_view_checkpoint, tmp_path_factory):
+    """The tiny checkpoint with its weights as a pickle .bin instead of safetensors."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("pickle") / "ckpt"
+    shutil.copytree(tiny_per_view_checkpoint, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    return folder
+
+
 @pytest.mark.parametrize(
     ("overrides", "expected"),
     [
         ({"missing_camera_policy": "wait"}, "missing_camera_policy"),
         ({"model_path": "/nonexistent/checkpoint"}, "/nonexistent/checkpoint"),
         ({"anchor_camera": "CAM_ROOF"}, "anchor_camera"),
+        ({"question_file": "/nonexistent/test.json"}, "question_file"),
+        ({"model_path": "PICKLE"}, "safetensors"),
     ],
 )
-def test_invalid_start_exits_with_an_error_naming_the_cause(overrides, expected, tmp_path):
+def test_invalid_start_exits_with_an_error_naming_the_cause(overrides, expected, pickle_checkpoint, tmp_path):
+    if overrides.get("model_path") == "PICKLE":
+        overrides = {"model_path": str(pickle_checkpoint)}
     params = write_params(tmp_path / "p.yaml", **overrides)
+    command = [
+        "drive-mllm",
+        "node",
+        "--ros-args",
+        "--params-file",
+        str(default_params_file()),
+        "--params-file",
+        str(params),
+    ]  # the console script, as a user types it
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "drive_mllm_ros.node",
-            "--ros-args",
-            "--params-file",
-            str(default_params_file()),
-            "--params-file",
-            str(params),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-m", "drive_mllm_ros.cli", *command[1:]], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2
     assert expected in result.stderr
