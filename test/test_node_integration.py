@@ -222,17 +222,8 @@ def test_invalid_start_exits_with_an_error_naming_the_cause(overrides, expected,
     if overrides.get("model_path") == "PICKLE":
         overrides = {"model_path": str(pickle_checkpoint)}
     params = write_params(tmp_path / "p.yaml", **overrides)
-    command = [
-        "drive-mllm",
-        "node",
-        "--ros-args",
-        "--params-file",
-        str(default_params_file()),
-        "--params-file",
-        str(params),
-    ]  # the console script, as a user types it
-    result = subprocess.run(
-        [sys.executable, "-m", "drive_mllm_ros.cli", *command[1:]], capture_output=True, text=True, timeout=120
-    )
+    drive_mllm = [sys.executable, "-m", "drive_mllm_ros.cli"]  # the `drive-mllm` console script
+    node_args = ["node", "--ros-args", "--params-file", str(default_params_file()), "--params-file", str(params)]
+    result = subprocess.run(drive_mllm + node_args, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert expected in result.stderr
