@@ -48,13 +48,25 @@ def to_rgb(msg: Any, source: str = "image", target_size: tuple[int, int] | None 
     raise ImageConversionError(f"{source}: expected a sensor_msgs/Image or CompressedImage, got {type(msg).__name__}")
 
 
-def camera_set_to_rgb(messages: list[Any], sources: list[str],
-                      target_size: tuple[int, int] | None = None) -> list[np.ndarray]:
+def camera_set_to_rgb(messages: list[Any], sources: list[str], target_size: tuple[int, int] | None = None,
+                      return_errors: bool = False) -> list[np.ndarray | ImageConversionError]:
     """Several messages (one camera set) -> RGB arrays in the same order, decoded in parallel threads
-    (OpenCV's decoders release the GIL, so this scales with free cores)."""
+    (OpenCV's decoders release the GIL, so this scales with free cores).
+
+    return_errors: a message that cannot be converted gives its ImageConversionError in its place instead of
+    raising, so one bad camera does not sink the set.
+    """
     if len(messages) != len(sources):
         raise ValueError(f"sources: expected {len(messages)} names (one per message), got {len(sources)}")
-    return list(decode_pool().map(to_rgb, messages, sources, [target_size] * len(messages)))
+    convert = to_rgb_or_error if return_errors else to_rgb
+    return list(decode_pool().map(convert, messages, sources, [target_size] * len(messages)))
+
+
+def to_rgb_or_error(msg: Any, source: str, target_size: tuple[int, int] | None) -> np.ndarray | ImageConversionError:
+    try:
+        return to_rgb(msg, source, target_size)
+    except ImageConversionError as error:
+        return error
 
 
 @cache

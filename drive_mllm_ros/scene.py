@@ -53,6 +53,9 @@ class StageQuestions:
     def budget(self, stage: str) -> int:
         return self.max_new_tokens.get(stage, self.default_max_new_tokens)
 
+    def largest_budget(self) -> int:
+        return max(self.budget(stage) for stage in STAGES)
+
     def fixed(self) -> list[tuple[str, str]]:
         return [(s, q) for s in STAGES for q in self.questions.get(s, []) if OBJECT_SLOT not in q]
 
@@ -141,11 +144,21 @@ class SceneAnalyzer:
         scene.latency_ms.update(preprocess=(prepared - started) * 1e3, model=(answered - prepared) * 1e3)
         return scene
 
+    def batch_sizes(self) -> list[int]:
+        """How many questions one answer call can carry: the fixed ones, then those of 1..max_objects objects."""
+        per_object = sum(
+            OBJECT_SLOT in q for stage_questions in self.questions.questions.values() for q in stage_questions
+        )
+        fixed = len(self.questions.fixed())
+        return sorted({fixed, *(per_object * n for n in range(1, self.questions.max_objects + 1))} - {0})
+
     def _ask(self, scene: Scene, frame: Any, items: list[tuple[str, str]]) -> None:
         if not items:
             return
         budgets = [self.questions.budget(stage) for stage, _ in items]
         answers = self.model.answer(frame, [q for _, q in items], budgets)
+        for stage, milliseconds in getattr(self.model, "last_timings", {}).items():  # vision, prefill, decode
+            scene.latency_ms[stage] = scene.latency_ms.get(stage, 0.0) + milliseconds
         scene.qa += [{"stage": s, "question": q, "answer": a} for (s, q), a in zip(items, answers, strict=True)]
 
     def _collect_objects(self, scene: Scene) -> list[ObjectTag]:

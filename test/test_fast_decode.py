@@ -7,6 +7,7 @@ from drive_mllm_ros.bench.preprocess import synthetic_camera_image
 from drive_mllm_ros.fast_decode import image_prefix_length, right_aligned
 from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.prompt import PromptBuilder
+from drive_mllm_ros.scene import SceneAnalyzer, StageQuestions
 
 PER_OBJECT_QUESTIONS = ["Is <c2,CAM_BACK,100.0,200.0> moving?", "What is <c3,CAM_FRONT_LEFT,1500.0,800.0> doing?"]
 
@@ -74,3 +75,32 @@ def test_prompts_not_extending_the_prefix_are_refused(model, views):
     fast_new_ids(model, frame, QUESTIONS[:1], [1])
     with pytest.raises(ValueError, match="must extend the frame's cached prefix"):
         model.generate_ids(frame, [frame.prefix.ids], [1])
+
+
+def test_scene_latency_has_model_stages_and_batch_sizes_cover_per_object_questions(model, views):
+    questions = StageQuestions(
+        {"perception": [QUESTIONS[0]], "prediction": ["Is {object} moving?", "Where is {object} going?"]},
+        {"perception": 3},
+        max_objects=2,
+    )
+    analyzer = SceneAnalyzer(model, questions, model.builder.rig.names, model.builder.layout)
+    assert analyzer.batch_sizes() == [1, 2, 4] and questions.largest_budget() == 96
+    scene = analyzer.analyze(views, 0, "CAM_FRONT")
+    assert {"preprocess", "vision", "prefill", "decode", "model"} <= set(scene.latency_ms)
+    assert scene.latency_ms["vision"] > 0 and scene.latency_ms["decode"] >= 0
+
+
+def test_set_decode_returns_a_bad_cameras_error_in_its_place():
+    from types import SimpleNamespace
+
+    from drive_mllm_ros.bench.preprocess import jpeg_message
+    from drive_mllm_ros.images import ImageConversionError, camera_set_to_rgb
+
+    good = jpeg_message(synthetic_camera_image(0, (320, 180)))
+    bad = SimpleNamespace(format="jpeg", data=b"\xff\xd8 not a jpeg")
+    views = camera_set_to_rgb([good, bad, good], ["a", "b", "c"], return_errors=True)
+    assert (
+        views[0].shape == (180, 320, 3) and isinstance(views[1], ImageConversionError) and "b: corrupt" in str(views[1])
+    )
+    with pytest.raises(ImageConversionError, match="b: corrupt"):
+        camera_set_to_rgb([good, bad], ["a", "b"])
