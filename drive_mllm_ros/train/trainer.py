@@ -98,6 +98,8 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         "ddp_find_unused_parameters": False,  # every trainable parameter takes part in each step
         **config.training,
     }
+    # YAML 1.1 reads an unquoted `no` as False: `save_strategy: no` means the strategy "no"
+    options.update({k: "no" for k, v in options.items() if k.endswith("_strategy") and v is False})
     options.update(remove_unused_columns=False, label_names=["labels"], prediction_loss_only=True)
     return TrainingArguments(**options)
 
@@ -256,7 +258,7 @@ def build_distiller(
     return distiller
 
 
-def run(config: TrainConfig) -> Path:
+def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     """Train as configured and export the servable checkpoint to <output_dir>/model; returns that folder."""
     args = training_arguments(config)
     output_dir = Path(args.output_dir)
@@ -283,7 +285,11 @@ def run(config: TrainConfig) -> Path:
         data_collator=collator,
         processing_class=tokenizer,
         distiller=distiller,
-        callbacks=[CsvMetricsCallback(output_dir / "metrics.csv"), LossPlotCallback(output_dir / "loss.png")],
+        callbacks=[
+            CsvMetricsCallback(output_dir / "metrics.csv"),
+            LossPlotCallback(output_dir / "loss.png"),
+            *callbacks,
+        ],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     metrics = {"train_loss": result.training_loss}
