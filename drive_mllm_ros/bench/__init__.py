@@ -9,7 +9,6 @@ import sys
 BENCHMARKS: dict[str, tuple[str, str]] = {
     "preprocess": ("drive_mllm_ros.bench.preprocess", "six 1600x900 JPEGs to model tensors: ours vs processor"),
     "train": ("drive_mllm_ros.bench.train", "training samples/s and peak memory (CPU recipe; --random-init on GPU)"),
-    "train": ("drive_mllm_ros.bench.train", "training samples/s and peak memory (CPU recipe; --random-init on GPU)"),
     "model": ("drive_mllm_ros.bench.model", "six cameras, three questions: cached-prefix fast path vs plain generate"),
     "data": ("drive_mllm_ros.bench.data", "world images/s, conversion msg/s, player rate and drift (6 cams, 12 Hz)"),
 }
