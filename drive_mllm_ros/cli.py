@@ -22,8 +22,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
     "train": ("drive_mllm_ros.train", "train the student: SFT or distillation (torchrun/accelerate ready)"),
     "convert-checkpoint": ("drive_mllm_ros.train.convert_checkpoint", "original InternVL2 checkpoint -> native layout"),
-    "train": ("drive_mllm_ros.train", "train the student: SFT or distillation (torchrun/accelerate ready)"),
-    "convert-checkpoint": ("drive_mllm_ros.train.convert_checkpoint", "original InternVL2 checkpoint -> native layout"),
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
 }
 
