@@ -9,13 +9,16 @@ import json
 import math
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
+from safetensors.torch import load_file
 
 from drive_mllm_ros.bench.preprocess import synthetic_camera_image
 from drive_mllm_ros.cameras import CameraRig
@@ -23,7 +26,9 @@ from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.preprocess import TilingSpec
 from drive_mllm_ros.prompt import PromptBuilder
-from drive_mllm_ros.train.arguments import parse_config
+from drive_mllm_ros.tiny_model import TINY_SIZES, write_tiny_model
+from drive_mllm_ros.train.arguments import MethodArguments, parse_config
+from drive_mllm_ros.train.distill import PROJECTION_ATTRIBUTE
 from drive_mllm_ros.train.save import export_model
 from drive_mllm_ros.train.trainer import DrivingTrainer, last_complete_checkpoint, load_checkpoint, run
 
@@ -79,6 +84,11 @@ def config_for(world: Path, checkpoint: Path, output_dir: Path, held_out: bool =
 def logged(output_dir: Path, name: str) -> list[tuple[int, float]]:
     with (output_dir / "metrics.csv").open() as handle:
         return [(int(row["step"]), float(row["value"])) for row in csv.DictReader(handle) if row["name"] == name]
+
+
+def logged_names(output_dir: Path) -> set[str]:
+    with (output_dir / "metrics.csv").open() as handle:
+        return {row["name"] for row in csv.DictReader(handle)}
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -170,6 +180,20 @@ def test_lora_is_merged_on_export(world, tiny_checkpoint, tmp_path):
     assert not model.state_dict()[q_proj].equal(base.state_dict()[q_proj])
 
 
+def run_process_group(command: list[str], timeout: float, env: dict) -> subprocess.CompletedProcess:
+    """Run a launcher in its own process group, so that a hang kills its workers too, not only the launcher."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"torchrun did not finish in {timeout} s: {stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -206,9 +230,7 @@ def test_two_processes_under_torchrun_train_and_save_one_checkpoint(world, tiny_
         "--config",
         str(config),
     ]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    result = run_process_group(command, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("checkpoint")) == ["checkpoint-3"]
     samples = int(re.search(r"data: (\d+) samples", result.stdout).group(1))
@@ -216,3 +238,27 @@ def test_two_processes_under_torchrun_train_and_save_one_checkpoint(world, tiny_
     assert state["epoch"] == pytest.approx(3 / math.ceil(samples / 2))  # two processes: 2 samples per step
     assert result.stdout.count("servable checkpoint in") == 2  # both ranks finish; rank 0 alone wrote it
     DrivingModel.load(out / "model", BUILDER)
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(tmp_path_factory) -> Path:
+    sizes = replace(TINY_SIZES, vision_hidden_size=128, vision_intermediate_size=256, vision_heads=4)
+    return write_tiny_model(tmp_path_factory.mktemp("teacher"), "per_view", 224, seed=1, sizes=sizes)
+
+
+def test_distillation_runs_live_and_from_a_top_k_cache(world, tiny_checkpoint, wide_teacher, tmp_path):
+    live = config_for(world, tiny_checkpoint, tmp_path / "live", held_out=False, max_steps=1)
+    live.data.max_samples = 6
+    live.method = MethodArguments(name="distill", teacher_path=str(wide_teacher), vision_weight=0.1)
+    target = run(live)
+    assert {"ce_loss", "kl_loss", "vision_loss"} <= logged_names(tmp_path / "live")
+    assert not any(PROJECTION_ATTRIBUTE in key for key in load_file(target / "model.safetensors"))
+    DrivingModel.load(target, BUILDER)
+
+    cache = tmp_path / "cache"
+    cached = config_for(world, tiny_checkpoint, tmp_path / "cached", held_out=False, max_steps=1)
+    cached.data.max_samples = 6
+    cached.method = MethodArguments(name="distill", teacher_path=str(wide_teacher), teacher_cache=str(cache), top_k=16)
+    run(cached)
+    assert len(list(cache.glob("*.safetensors"))) == 6  # one per sample, written before training
+    assert "kl_loss" in logged_names(tmp_path / "cached")

@@ -74,6 +74,7 @@ class MethodArguments:
     lora_target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
     teacher_path: str = ""
     teacher_device: str = ""  # default: the student's device
+    teacher_dtype: str = "auto"  # auto: bf16 on a GPU, fp32 on CPU (the frozen teacher needs no fp32 master weights)
     teacher_cache: str = ""  # folder of precomputed top-k teacher logits (filled first when teacher_path is set)
     top_k: int = 0  # 0: full teacher distribution (no cache)
     temperature: float = 2.0

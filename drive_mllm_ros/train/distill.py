@@ -65,9 +65,12 @@ def topk_kl(
 
 
 def full_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) x T^2 over the common vocabulary prefix, mean over positions."""
     vocab = min(student_logits.shape[-1], teacher_logits.shape[-1])
-    indices = torch.arange(vocab, device=student_logits.device).expand(len(student_logits), vocab)
-    return topk_kl(student_logits[:, :vocab], teacher_logits[:, :vocab], indices, temperature)
+    teacher_log_probs = F.log_softmax(teacher_logits[:, :vocab].float() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_logits[:, :vocab].float() / temperature, dim=-1)
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+    return kl.mean() * temperature**2
 
 
 class VisionFeatureTap:

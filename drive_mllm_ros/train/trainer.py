@@ -231,7 +231,7 @@ def build_distiller(
         device = method.teacher_device or str(args.device)
         teacher, teacher_tokenizer, _ = load_checkpoint(
             method.teacher_path,
-            config.model.dtype,
+            method.teacher_dtype,
             config.model.attn_implementation,
             config.model.trust_remote_code,
             device,
