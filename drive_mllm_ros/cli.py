@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("drive_mllm_ros.bench", "benchmarks that print measured figures"),
     "train": ("drive_mllm_ros.train", "train the student: SFT or distillation (torchrun/accelerate ready)"),
     "convert-checkpoint": ("drive_mllm_ros.train.convert_checkpoint", "original InternVL2 checkpoint -> native layout"),
+    "sim": ("drive_mllm_ros.sim.sim_node", "the synthetic world as a ROS 2 simulator node (accepts --ros-args ...)"),
+    "planner": ("drive_mllm_ros.sim.planner_node", "reference planner node: node outputs, ground truth or blind"),
+    "closed-loop": ("drive_mllm_ros.sim.closed_loop", "sim + node + planner per scenario, CARLA-style scored report"),
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
 }
 

@@ -571,12 +571,18 @@ def build_world(scenario: str, seed: int, density: float = 0.5) -> World:
     parts = ScenarioParts(PathBuilder(0.0, lane_y(0), 0.0), ego_speed, RoadLayout(-200.0, 800.0))
     SCENARIOS[scenario].build(rng, parts)
     _add_background(rng, parts, density)
-    parts.agents = [a for a in parts.agents if not _overlaps_ego_start(a)]
+    parts.agents = [a for a in parts.agents if not _overlaps_ego_start(a) and not _parked_in_cross_street(a, parts.road)]
     for i, agent in enumerate(parts.agents):
         agent.instance = i
     ego_path = parts.ego_builder.build()
     start_speed = ego_speed if parts.ego_start_speed is None else parts.ego_start_speed
     return World(parts.road, ego_path, start_speed, ego_speed, parts.agents, scenario, SCENARIOS[scenario].description)
+
+
+def _parked_in_cross_street(agent: Agent, road: RoadLayout) -> bool:
+    """A parked car whose box reaches into the cross street would block turning traffic (the ego's too)."""
+    return agent.parked and road.intersection_x is not None and abs(agent.pose[0] - road.intersection_x) < \
+        PARKING_EDGE + agent.size[0] / 2
 
 
 def _overlaps_ego_start(agent: Agent) -> bool:
