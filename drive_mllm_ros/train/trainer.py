@@ -12,14 +12,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import InternVLForConditionalGeneration, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..cameras import CameraRig
 from ..model import check_folder, check_tokenizer, load_internvl_config, resolve_dtype
 from ..preprocess import TilingSpec
-from ..presets import load_preset
+from ..presets import build_config, load_preset
 from ..prompt import PromptBuilder
 from ..tiny_model import build_tokenizer
 from .arguments import DISTILL, TrainConfig
@@ -61,14 +61,8 @@ def load_student(config: TrainConfig) -> tuple[Any, Any, TilingSpec]:
             config.model.path, config.model.dtype, config.model.attn_implementation, config.model.trust_remote_code
         )
         return model, tokenizer, TilingSpec.from_image_processor(image_processor, data.layout, data.max_tiles)
-    from transformers import InternVLForConditionalGeneration
-
-    from ..presets import build_config
-
     sizes = load_preset(config.model.random_init).sizes
-    model_config = build_config(sizes)
-    model_config._attn_implementation = config.model.attn_implementation
-    model = InternVLForConditionalGeneration(model_config).to(resolve_dtype(config.model.dtype, "cpu"))
+    model = InternVLForConditionalGeneration(build_config(sizes)).to(resolve_dtype(config.model.dtype, "cpu"))
     spec = TilingSpec(tile_size=sizes.tile_size, crop_to_patches=data.layout == "stitched", max_tiles=data.max_tiles)
     return model, build_tokenizer(), spec
 
@@ -258,6 +252,14 @@ def build_distiller(
     return distiller
 
 
+def final_evaluation(trainer: Trainer) -> dict[str, float]:
+    """Held-out metrics at the last step: those the Trainer logged there already, else a new evaluation."""
+    evaluations = [entry for entry in trainer.state.log_history if "eval_loss" in entry]
+    if evaluations and evaluations[-1]["step"] == trainer.state.global_step:
+        return {name: value for name, value in evaluations[-1].items() if name.startswith("eval_")}
+    return trainer.evaluate()
+
+
 def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     """Train as configured and export the servable checkpoint to <output_dir>/model; returns that folder."""
     args = training_arguments(config)
@@ -294,7 +296,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        metrics.update(final_evaluation(trainer))
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
