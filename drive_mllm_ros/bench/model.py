@@ -288,7 +288,7 @@ def run_benchmark(model: DrivingModel, args: argparse.Namespace) -> list[str]:
         memory = f"{times.peak_memory_gb:.2f} GB" if times.peak_memory_gb is not None else "n/a (CPU)"
         lines.append(
             f"| {times.name} | {times.median:.1f} | {times.p95:.1f} | "
-            f"{total_tokens / times.median * 1e3:.0f} | {memory} |"
+            f"{total_tokens / times.median * 1e3:.1f} | {memory} |"
         )
     stages = ", ".join(f"{stage} {statistics.median(values):.1f}" for stage, values in stage_samples.items())
     lines += [
