@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,9 @@ def test_overlong_samples_are_dropped_or_truncated_with_counts(tokenizer, world)
     assert report.truncated > 0
     assert all(len(train[i]["input_ids"]) <= prompt_length + 40 for i in range(len(train)))
     assert sum(report.samples.values()) + report.dropped_too_long == sum(whole.samples.values())
+    for sample in train.samples:  # the bound that spares most samples the tokenizer is an upper bound
+        tiles = train.tiles_per_image(sample)
+        assert train.length_bound(sample, tiles) >= len(train.encode(replace(sample, truncate_to=0), tiles)[0])
 
 
 def test_general_data_is_mixed_at_the_ratio(tokenizer, world, tmp_path):

@@ -246,10 +246,7 @@ def build_distiller(
                     )
             if not method.vision_weight:
                 teacher = None  # the cache replaces it; free its memory
-    distiller = Distiller(method, teacher, vocab_size)
-    if method.vision_weight:
-        distiller.enable_vision(student)
-    return distiller
+    return Distiller(method, teacher, vocab_size)
 
 
 def final_evaluation(trainer: Trainer) -> dict[str, float]:
@@ -278,6 +275,8 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     if config.method.name == DISTILL:
         distiller = build_distiller(config, model, tokenizer, train_dataset, collator, args)
     model = apply_tuning(model, config)
+    if distiller is not None and config.method.vision_weight:
+        distiller.enable_vision(model)  # after LoRA wrapping, which would freeze the new projection
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = DrivingTrainer(
         model=model,
