@@ -46,6 +46,12 @@ def run_offline(config: SimConfig, planner: str, control_period: float = 0.1) ->
     return sim.finish()
 
 
+def ros_args(values: dict[str, object]) -> list[str]:
+    """``--ros-args -p name:=value ...``; an empty string is written as YAML ``''`` (rcl rejects a bare ``:=``)."""
+    pairs = [f"{name}:={value}" if value != "" else f"{name}:=''" for name, value in values.items()]
+    return ["--ros-args", *[item for pair in pairs for item in ("-p", pair)]]
+
+
 def sim_command(config: SimConfig, args: argparse.Namespace, result_file: Path, with_node: bool) -> list[str]:
     values = {
         "scenario": config.scenario,
@@ -60,24 +66,12 @@ def sim_command(config: SimConfig, args: argparse.Namespace, result_file: Path, 
         "answer_topic": "/drive_mllm/scene" if with_node else "",
         "answer_budget": args.answer_budget,
     }
-    return [
-        sys.executable,
-        "-m",
-        "drive_mllm_ros.sim.sim_node",
-        "--ros-args",
-        *[item for name, value in values.items() for item in ("-p", f"{name}:={value}")],
-    ]
+    return [sys.executable, "-m", "drive_mllm_ros.sim.sim_node", *ros_args(values)]
 
 
 def planner_command(source: str, cruise_speed: float, width: int, height: int) -> list[str]:
     values = {"source": source, "cruise_speed": round(cruise_speed, 3), "image_width": width, "image_height": height}
-    return [
-        sys.executable,
-        "-m",
-        "drive_mllm_ros.sim.planner_node",
-        "--ros-args",
-        *[item for name, value in values.items() for item in ("-p", f"{name}:={value}")],
-    ]
+    return [sys.executable, "-m", "drive_mllm_ros.sim.planner_node", *ros_args(values)]
 
 
 def node_params(path: Path, width: int, height: int) -> Path:
@@ -96,11 +90,11 @@ def node_params(path: Path, width: int, height: int) -> Path:
                         "use_sim_time": True,
                         "questions": {"trajectory": [Q_TRAJECTORY]},
                         "max_new_tokens": {
-                            "perception": 48,
+                            "perception": 32,
                             "prediction": 8,
-                            "planning": 16,
-                            "behavior": 24,
-                            "trajectory": 64,
+                            "planning": 8,
+                            "behavior": 16,
+                            "trajectory": 48,
                         },
                     }
                 }

@@ -10,6 +10,7 @@ yaw rate). Inputs older than ``input_timeout`` s (sim time, by stamps) make the 
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import numpy as np
@@ -117,9 +118,10 @@ class PlannerNode(Node):
         now = seconds(msg.header.stamp)
         self.poses.add(now, pose)
         plan = self._plan(now, now - SIM_EPOCH_S)
-        if plan.reason != self.last_reason:
+        kind = re.sub(r"-?[\d.]+", "N", plan.reason)  # log changes of kind, not of distance
+        if kind != self.last_reason:
             self.get_logger().info(plan.reason)
-            self.last_reason = plan.reason
+            self.last_reason = kind
         command = follow(pose, float(np.hypot(msg.twist.twist.linear.x, msg.twist.twist.linear.y)), plan, self.config)
         twist = Twist()
         twist.linear.x, twist.angular.z = command.speed, command.speed * command.curvature

@@ -305,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{episode['samples'][-1]['time']:.1f} s; events {[e['kind'] for e in episode['events']]}"
     )
     executor.shutdown()
+    spinner.join(timeout=5.0)
     node.destroy_node()
     rclpy.try_shutdown()
     return 0

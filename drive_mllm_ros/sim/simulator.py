@@ -46,6 +46,7 @@ class VehicleLimits:
     max_steer_rate: float = math.radians(60.0)  # per second
     wheelbase: float = 2.8  # m
     speed_gain: float = 1.5  # 1/s: acceleration per m/s of speed error, within the world's limits
+    holding_brake: float = 1.0  # m/s^2 at least, while the command is to stop
 
     @property
     def max_curvature(self) -> float:
@@ -299,6 +300,8 @@ class Simulator:
         target = 0.0 if self.stale else self.command.speed
         speed = self.world.ego.speed
         accel = min(max(limits.speed_gain * (target - speed), -World.EGO_MAX_BRAKE), World.EGO_MAX_ACCEL)
+        if target <= 0.0:  # a stop command holds the brake, so the car stands still instead of creeping
+            accel = min(accel, -limits.holding_brake)
         wanted_steer = math.atan(self.command.curvature * limits.wheelbase)
         max_change = limits.max_steer_rate * dt
         self.steer += min(max(wanted_steer - self.steer, -max_change), max_change)
