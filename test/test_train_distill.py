@@ -13,9 +13,10 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from drive_mllm_ros.cameras import CameraRig
+from drive_mllm_ros.presets import build_config
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.tiny_model import TINY_SIZES, write_tiny_model
-from drive_mllm_ros.train.arguments import MethodArguments
+from drive_mllm_ros.train.arguments import ConfigError, MethodArguments
 from drive_mllm_ros.train.collate import AnswerOnlyCollator, encode_conversation
 from drive_mllm_ros.train.distill import (
     PROJECTION_ATTRIBUTE,
@@ -24,6 +25,7 @@ from drive_mllm_ros.train.distill import (
     common_vocab_size,
     precompute_teacher_topk,
 )
+from drive_mllm_ros.train.trainer import check_same_view
 
 BUILDER = PromptBuilder(rig=CameraRig(image_size=(320, 180)), layout="per_view")
 QA = [
@@ -142,3 +144,10 @@ def test_a_common_vocabulary_prefix_is_accepted(tokenizer, tiny_checkpoint):
     longer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     longer.add_tokens(["<extra_teacher_token_0>", "<extra_teacher_token_1>"])
     assert common_vocab_size(tokenizer, longer) == len(tokenizer.get_vocab())
+
+
+def test_a_teacher_with_other_tiles_is_refused():
+    student = build_config(replace(TINY_SIZES, tile_size=224))
+    with pytest.raises(ConfigError, match="same prompt and tiles"):
+        check_same_view(build_config(replace(TINY_SIZES, tile_size=448)), student)
+    check_same_view(build_config(replace(TINY_SIZES, tile_size=224, vision_hidden_size=128)), student)

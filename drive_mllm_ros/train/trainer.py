@@ -22,7 +22,7 @@ from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
 from ..prompt import PromptBuilder
 from ..tiny_model import build_tokenizer
-from .arguments import DISTILL, TrainConfig
+from .arguments import DISTILL, ConfigError, TrainConfig
 from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_logits
 from .data import build_datasets
 from .distill import Distiller, common_vocab_size, precompute_teacher_topk
@@ -209,6 +209,17 @@ def resume_checkpoint(args: TrainingArguments) -> str | None:
     return last_complete_checkpoint(Path(args.output_dir))
 
 
+def check_same_view(teacher_config: Any, student_config: Any) -> None:
+    """The teacher reads the student's input ids and tiles, so tile size and image tokens per tile must agree."""
+    teacher_view = (teacher_config.vision_config.image_size, teacher_config.image_seq_length)
+    student_view = (student_config.vision_config.image_size, student_config.image_seq_length)
+    if teacher_view != student_view:
+        raise ConfigError(
+            f"method.teacher_path: the teacher takes tiles of {teacher_view[0]} px as {teacher_view[1]} tokens, the "
+            f"student {student_view[0]} px as {student_view[1]} tokens; both must see the same prompt and tiles"
+        )
+
+
 def build_distiller(
     config: TrainConfig,
     student: Any,
@@ -233,11 +244,7 @@ def build_distiller(
         vocab_size = min(
             common_vocab_size(tokenizer, teacher_tokenizer), vocab_size, teacher.config.text_config.vocab_size
         )
-        if teacher.config.image_seq_length != student.config.image_seq_length:
-            raise ValueError(
-                f"teacher: {teacher.config.image_seq_length} image tokens per tile, the student "
-                f"{student.config.image_seq_length}; they must see the same prompt"
-            )
+        check_same_view(teacher.config, student.config)
         if method.teacher_cache:
             with args.main_process_first(desc="teacher top-k cache"):
                 if args.process_index == 0:
