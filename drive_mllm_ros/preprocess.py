@@ -173,8 +173,8 @@ def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | to
                     dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, list[int]]:
     """Tiles of all images concatenated, (N, 3, T, T) normalised on `device`, and the tile count per image.
 
-    Tiles are written straight into one host buffer; the uint8 tiles go to the device before normalising (4x less
-    to copy, the GPU does the arithmetic), and normalising writes the channel-first float tensor in one pass.
+    Tiles are written straight into one host buffer. For a GPU the uint8 tiles go over before normalising (4x less
+    to copy, the GPU does the arithmetic); on the CPU, NumPy normalises them channel-first in one pass per tile.
     """
     device = torch.device(device)
     counts = [spec.tile_count(image.shape[1], image.shape[0]) for image in images]
@@ -183,9 +183,32 @@ def to_pixel_values(images: list[np.ndarray], spec: TilingSpec, device: str | to
     for image, count in zip(images, counts, strict=True):
         tile_image(image, spec, tiles[start:start + count])
         start += count
+    scale = [spec.rescale_factor / s for s in spec.std]
+    offset = [-m / s for m, s in zip(spec.mean, spec.std, strict=True)]
+    if device.type == "cpu":
+        pixels = torch.empty((len(tiles), 3, spec.tile_size, spec.tile_size))
+        normalise_tiles(tiles, scale, offset, pixels.numpy())
+        return pixels.to(dtype), counts
     pixels = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
     # (x * rescale - mean) / std as one multiply-add per channel, uint8 in, float32 out, channel-first
-    scale = torch.tensor([spec.rescale_factor / s for s in spec.std], device=device).view(1, 3, 1, 1)
-    offset = torch.tensor([-m / s for m, s in zip(spec.mean, spec.std, strict=True)], device=device).view(1, 3, 1, 1)
-    normalised = torch.addcmul(offset, pixels, scale, out=torch.empty(pixels.shape, device=device))
+    scale_tensor = torch.tensor(scale, device=device).view(1, 3, 1, 1)
+    offset_tensor = torch.tensor(offset, device=device).view(1, 3, 1, 1)
+    normalised = torch.addcmul(offset_tensor, pixels, scale_tensor, out=torch.empty(pixels.shape, device=device))
     return normalised.to(dtype), counts
+
+
+def normalise_tiles(tiles: np.ndarray, scale: list[float], offset: list[float], out: np.ndarray) -> None:
+    """(N, T, T, 3) uint8 -> out (N, 3, T, T) float32 = x * scale + offset per channel, a tile per pool thread.
+
+    NumPy in the decode threads rather than torch: torch's OpenMP threads spin-wait for busy cores (the model,
+    other processes) and then run up to 10x slower; NumPy releases the GIL and does not spin.
+    """
+    scale32, offset32 = np.float32(scale), np.float32(offset)
+
+    def normalise(index: int) -> None:
+        for channel in range(3):
+            plane = out[index, channel]
+            np.multiply(tiles[index, :, :, channel], scale32[channel], out=plane, casting="unsafe")
+            plane += offset32[channel]
+
+    list(decode_pool().map(normalise, range(len(tiles))))
