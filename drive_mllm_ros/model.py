@@ -2,8 +2,8 @@
 
 Native transformers classes only (no remote code unless asked for explicitly), safetensors weights only.
 A frame is preprocessed once (`prepare`); `answer` encodes its images and the shared prompt prefix once per
-frame and answers all questions as one greedy batch from that cached prefix (fast_decode.py). Prompts come from the shared PromptBuilder, answers go back through
-`builder.from_model_text` so object tags are in camera pixels.
+frame and answers all questions as one greedy batch from that cached prefix (fast_decode.py). Prompts come from
+the shared PromptBuilder, answers go back through `builder.from_model_text` so object tags are in camera pixels.
 """
 
 from __future__ import annotations
