@@ -142,7 +142,8 @@ def plot_losses(log_history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = sorted({k for entry in log_history for k in entry if k == "loss" or k.endswith("_loss")})
+    # curves only: `train_loss` is the run's one summary value
+    names = sorted({k for entry in log_history for k in entry if k.endswith("loss") and k != "train_loss"})
     figure, axes = plt.subplots(figsize=(7, 4))
     for name in names:
         points = [(entry["step"], entry[name]) for entry in log_history if name in entry]
