@@ -30,6 +30,7 @@ from . import outputs
 from .evaluation.testset import questions_by_stamp
 from .health import NodeHealth
 from .images import ImageConversionError, camera_set_to_rgb
+from .memory import keep_freed_memory
 from .model import DrivingModel, ModelLoadError
 from .params import NodeParams
 from .paths import embedded_model_dir
@@ -299,6 +300,7 @@ class DriveMllmNode(LifecycleNode):
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv if argv is None else ["drive-mllm node", *argv]
+    keep_freed_memory()
     rclpy.init(args=args)
     node = DriveMllmNode()
     code = 0

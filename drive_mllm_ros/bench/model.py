@@ -26,6 +26,7 @@ import torch
 
 from ..fast_decode import synchronize
 from ..images import camera_set_to_rgb
+from ..memory import keep_freed_memory
 from ..model import DrivingModel, quantize_int8_weights, resolve_device, resolve_dtype
 from ..paths import share_dir
 from ..preprocess import TilingSpec
@@ -374,6 +375,7 @@ def main(argv: list[str]) -> int:
         "--docs", type=Path, default=Path("docs/BENCHMARKS.md"), help="the file --write-docs appends to"
     )
     args = parser.parse_args(argv)
+    keep_freed_memory()  # as the node does
     if args.frames < 1 or args.tokens < 1:
         parser.error("--frames and --tokens: expected >= 1")
     model = load_model(args)

@@ -19,6 +19,7 @@ import torch
 
 from ..cameras import NUSCENES_IMAGE_SIZE
 from ..images import camera_set_to_rgb, to_rgb
+from ..memory import keep_freed_memory
 from ..preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
 from ..prompt import PromptBuilder
 
@@ -109,11 +110,15 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="drive-mllm bench preprocess", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per path (median reported)")
     parser.add_argument("--layouts", nargs="+", default=["stitched", "per_view"], choices=["stitched", "per_view"])
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as it is (the node keeps freed frame buffers, memory.py)")
     args = parser.parse_args(argv)
+    kept = not args.default_malloc and keep_freed_memory()
+    allocator = "freed buffers kept, as in the node" if kept else "glibc defaults"
     messages = [jpeg_message(synthetic_camera_image(seed)) for seed in range(6)]
     sizes_kb = [len(m.data) / 1000 for m in messages]
     print(f"input: 6 synthetic 1600x900 JPEGs, {min(sizes_kb):.0f}-{max(sizes_kb):.0f} kB each; "
-          f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
+          f"torch threads {torch.get_num_threads()}, allocator: {allocator}, median of {args.repeats}")
     for layout in args.layouts:
         bench_layout(layout, messages, args.repeats)
     return 0
