@@ -344,10 +344,16 @@ def int8_lines(
     ]
 
 
-def write_docs(path: Path, lines: list[str], command: str) -> Path:
-    load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").is_file() else ["?"]
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: figures from a shared machine mean little without them."""
+    loadavg = Path("/proc/loadavg")
+    return " ".join(loadavg.read_text().split()[:3]) if loadavg.is_file() else "unknown"
+
+
+def write_docs(path: Path, lines: list[str], command: str, load_at_start: str) -> Path:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    section = [f"\n### bench model, {stamp}", "", f"`{command}` (load average {' '.join(load)})", "", *lines, ""]
+    load = f"load average {load_at_start} at the start, {load_average()} at the end"
+    section = [f"\n### bench model, {stamp}", "", f"`{command}` ({load})", "", *lines, ""]
     with path.open("a") as file:
         file.write("\n".join(section))
     return path
@@ -376,6 +382,7 @@ def main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     keep_freed_memory()  # as the node does
+    load_at_start = load_average()
     if args.frames < 1 or args.tokens < 1:
         parser.error("--frames and --tokens: expected >= 1")
     model = load_model(args)
@@ -383,5 +390,5 @@ def main(argv: list[str]) -> int:
     print("\n".join(lines))
     if args.write_docs:
         command = "drive-mllm bench model " + subprocess.list2cmdline(argv)
-        print(f"appended to {write_docs(args.docs, lines, command)}")
+        print(f"appended to {write_docs(args.docs, lines, command, load_at_start)}")
     return 0
