@@ -4,7 +4,7 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench
+.PHONY: venv demo test lint bench student
 
 venv: $(STAMP)
 
@@ -24,3 +24,8 @@ test: venv
 
 bench: venv
 	$(BIN)/drive-mllm bench preprocess
+
+# The pocket student of issue 6 from scratch (world, teacher, distillation, held-out evaluation; see
+# drive_mllm_ros/student_recipe.py); installed in models/student only when it clearly reads the cameras.
+student: venv
+	$(BIN)/python -m drive_mllm_ros.student_recipe --out runs/student --install models/student

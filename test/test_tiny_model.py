@@ -56,3 +56,21 @@ def test_preset_errors():
     with pytest.raises(ValueError, match=r"architecture: unknown keys \['hidden'\]"):
         ArchitectureSizes.from_dict({"hidden": 3})
     assert load_preset("mini-internvl2-1b-da-drivelm").layout == "stitched"
+
+
+def test_domain_tokenizer_is_small_with_chatml_and_image_tokens(tmp_path):
+    from drive_mllm_ros.model import DrivingModel
+    from drive_mllm_ros.prompt import PromptBuilder
+    from drive_mllm_ros.tiny_model import DOMAIN_SPECIAL_TOKENS, build_domain_tokenizer, write_tiny_model
+
+    texts = ["There is a red car to the front of the ego vehicle <c1,CAM_FRONT,812.4,466.0>."] * 20
+    tokenizer = build_domain_tokenizer(texts, vocab_size=300)
+    assert len(tokenizer) <= 301  # the trained vocabulary + the <video> token InternVL tokenizers declare
+    assert tokenizer.convert_tokens_to_ids(list(DOMAIN_SPECIAL_TOKENS)) == list(range(len(DOMAIN_SPECIAL_TOKENS)))
+    assert tokenizer.decode(tokenizer.encode("Kangaroo <c2,CAM_BACK,1.5,2.0>")) == "Kangaroo <c2,CAM_BACK,1.5,2.0>"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    folder = write_tiny_model(tmp_path / "m", layout="per_view", tile_size=224, tokenizer=tokenizer)
+    model = DrivingModel.load(folder, PromptBuilder(layout="per_view"))
+    assert model.model.config.text_config.vocab_size == len(tokenizer)
+    assert model.model.config.image_token_id == tokenizer.context_image_token_id

@@ -1,6 +1,7 @@
 """`drive-mllm eval`: DriveLM challenge evaluation.
 
   drive-mllm eval prepare --drivelm DRIVELM.json --out TEST.json [--seed 0]
+  drive-mllm eval predict --model CKPT --gt TEST.json --out PRED.json [--image-root DIR] [--blank-images]
   drive-mllm eval score --gt TEST.json (--pred PRED.json | --from-bag BAG [--scene-topic T]) --out DIR
                         [--judge-url URL --judge-model NAME]
 
@@ -30,6 +31,14 @@ def parser() -> argparse.ArgumentParser:
     prepare.add_argument("--drivelm", required=True, help="DriveLM v1.1 JSON (real or synthetic)")
     prepare.add_argument("--out", required=True, help="test file to write")
     prepare.add_argument("--seed", type=int, default=0, help="seed of the multiple-choice distractors")
+    predict = commands.add_parser("predict", help="a checkpoint's answers to a test file's questions (no ROS)")
+    predict.add_argument("--model", required=True, help="checkpoint folder (native InternVL layout)")
+    predict.add_argument("--gt", required=True, help="test file written by 'prepare' (questions and image paths)")
+    predict.add_argument("--out", required=True, help="predictions JSON to write")
+    predict.add_argument("--image-root", help="folder the image paths are relative to (default: the test file's)")
+    predict.add_argument("--blank-images", action="store_true", help="black views: the does-it-read-the-cameras baseline")
+    predict.add_argument("--max-new-tokens", type=int, default=256)
+    predict.add_argument("--device", default="auto")
     score = commands.add_parser("score", help="score predictions against a test file")
     score.add_argument("--gt", required=True, help="test file written by 'prepare'")
     source = score.add_mutually_exclusive_group(required=True)
@@ -72,6 +81,16 @@ def run_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_predict(args: argparse.Namespace) -> int:
+    from .predict import load_for_prediction, predict, write_predictions
+
+    model = load_for_prediction(args.model, args.device)
+    predictions = predict(model, args.gt, args.image_root, args.blank_images, args.max_new_tokens)
+    out = write_predictions(predictions, args.out)
+    print(f"wrote {len(predictions)} predictions to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score" and args.judge_url and not args.judge_model:
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             prepare_file(args.drivelm, args.out, args.seed)
             print(f"wrote {args.out}")
             return 0
+        if args.command == "predict":
+            return run_predict(args)
         return run_score(args)
     except ValueError as error:
         print(f"drive-mllm eval: {error}", file=sys.stderr)
