@@ -165,7 +165,7 @@ def decode_from_prefix(
             cache=fill_cache(cache, prefix, batch),
             stopping_criteria=StoppingCriteriaList([budgets]),
             max_new_tokens=max(max_new_tokens),
-            min_new_tokens=min_new_tokens,
+            min_new_tokens=min_new_tokens or None,  # 0 would still add a min-length processor (a vocab-wide pass)
             do_sample=False,
             eos_token_id=stop_token_ids,
             pad_token_id=pad_id,
