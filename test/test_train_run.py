@@ -130,35 +130,23 @@ def test_resume_continues_the_step_count_after_a_save_that_ran_out_of_disk(
 ):
     out = tmp_path / "run"
     run(config_for(world, tiny_checkpoint, out, held_out=False, max_steps=2, save_strategy="steps", save_steps=2))
+    resume_to_step_4 = config_for(
+        world,
+        tiny_checkpoint,
+        out,
+        held_out=False,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=4,
+        resume_from_checkpoint=True,
+    )
     with monkeypatch.context() as patch:  # checkpoint-4's weights are written, then its optimizer state fails
         patch.setattr(DrivingTrainer, "_save_optimizer_and_scheduler", disk_full)
         with pytest.raises(OSError, match="No space left"):
-            run(
-                config_for(
-                    world,
-                    tiny_checkpoint,
-                    out,
-                    held_out=False,
-                    max_steps=4,
-                    save_strategy="steps",
-                    save_steps=4,
-                    resume_from_checkpoint=True,
-                )
-            )
+            run(resume_to_step_4)
     assert not (out / "checkpoint-4").exists()
     assert last_complete_checkpoint(out).endswith("checkpoint-2")
-    run(
-        config_for(
-            world,
-            tiny_checkpoint,
-            out,
-            held_out=False,
-            max_steps=4,
-            save_strategy="steps",
-            save_steps=4,
-            resume_from_checkpoint=True,
-        )
-    )
+    run(resume_to_step_4)
     # first run 1-2, failed run 3-4 from checkpoint-2, resumed run 3-4 from checkpoint-2 again
     assert [step for step, _ in logged(out, "loss")] == [1, 2, 3, 4, 3, 4]
     assert last_complete_checkpoint(out).endswith("checkpoint-4")
