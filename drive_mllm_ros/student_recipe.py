@@ -100,6 +100,19 @@ def evaluate(checkpoint: Path, test: Path, out: Path, blank: bool, log: Path) ->
     return json.loads((out / "scores.json").read_text())
 
 
+def ratio(numerator: float | None, denominator: float | None) -> str:
+    return f"{numerator / denominator:.1%}" if numerator is not None and denominator else "n/a"
+
+
+def goals_line(scores: dict[str, dict[str, float]]) -> str:
+    """The issue-6 comparisons: student against teacher, and against itself fed blank images."""
+    student, teacher, blank = scores["student"], scores["teacher"], scores["student_blank"]
+    gain = (student["accuracy"] or 0) - (blank["accuracy"] or 0)
+    return (f"Student/teacher: accuracy {ratio(student['accuracy'], teacher['accuracy'])}, judge-free final "
+            f"{ratio(student['judge_free_final'], teacher['judge_free_final'])}; student accuracy gain over blank "
+            f"images {gain:+.4f}. match_f1 is on 0..100.")
+
+
 def evaluation_table(scores: dict[str, dict[str, float]]) -> str:
     rows = [f"| {name} | " + " | ".join(f"{scores[name].get(key) or 0:.4f}" for key in SCORE_KEYS) + " |"
             for name in scores]
@@ -161,7 +174,7 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, teacher: P
             f"scenes) held out; teacher {args.teacher_steps} SFT steps, student {args.student_steps} distillation "
             f"steps; {seconds / 60:.1f} min on this machine.\n\nParameters: teacher {teacher_params:,}, student "
             f"{student_params:,} ({student_params / teacher_params:.1%}).\n\n## Held-out evaluation\n"
-            f"{evaluation_table(scores)}\n")
+            f"{evaluation_table(scores)}\n\n{goals_line(scores)}\n")
 
 
 def install(student: Path, target: Path, summary: str) -> None:
