@@ -63,6 +63,7 @@ class PlannerNode(Node):
         self.trajectory: list[list[float]] | None = None
         self.truth: dict | None = None
         self.truth_time = -1e9
+        self.pending_odom: Odometry | None = None
         self.last_reason = ""
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
@@ -92,6 +93,8 @@ class PlannerNode(Node):
     def _on_truth(self, msg: String) -> None:
         self.truth = json.loads(msg.data)
         self.truth_time = self.truth["time"]
+        if self.pending_odom is not None:  # the step's odometry came first: answer it now
+            self._on_odom(self.pending_odom)
 
     def _plan(self, now: float, sim_time: float) -> Plan:
         fresh = self.config.input_timeout
@@ -116,6 +119,10 @@ class PlannerNode(Node):
             float(np.arctan2(2 * (q.w * q.z + q.x * q.y), 1 - 2 * (q.y * q.y + q.z * q.z))),
         )
         now = seconds(msg.header.stamp)
+        if self.source == "oracle" and self.truth_time < now - SIM_EPOCH_S - 1e-6:
+            self.pending_odom = msg  # the same step's ground truth is on its way (topics are not ordered)
+            return
+        self.pending_odom = None
         self.poses.add(now, pose)
         plan = self._plan(now, now - SIM_EPOCH_S)
         kind = re.sub(r"-?[\d.]+", "N", plan.reason)  # log changes of kind, not of distance
