@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from .presets import ArchitectureSizes
-from .prompt import write_checkpoint_layout
 from .tiny_model import build_domain_tokenizer, write_tiny_model
 from .train.data import load_json
 
@@ -148,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
     train("config/train/student_distill.yaml", [f"model.path={student_init}", *data, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student", f"training.max_steps={args.student_steps}"], log)
     student = out / "student/model"
-    for checkpoint in (teacher, student):
-        write_checkpoint_layout(checkpoint, "per_view")
     test = held_out / "test.json"
     run_command(drive_mllm("eval", "prepare", "--drivelm", str(held_out / "v1_1_train_nus.json"), "--out", str(test)),
                 log)

@@ -25,7 +25,7 @@ from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.preprocess import TilingSpec
-from drive_mllm_ros.prompt import PromptBuilder
+from drive_mllm_ros.prompt import PromptBuilder, checkpoint_layout
 from drive_mllm_ros.tiny_model import TINY_SIZES, write_tiny_model
 from drive_mllm_ros.train.arguments import MethodArguments, parse_config
 from drive_mllm_ros.train.distill import PROJECTION_ATTRIBUTE
@@ -155,11 +155,12 @@ def test_resume_continues_the_step_count_after_a_save_that_ran_out_of_disk(
 def test_export_that_runs_out_of_disk_keeps_the_previous_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
     model, tokenizer, image_processor = load_checkpoint(str(tiny_checkpoint), "fp32", "sdpa", False)
     spec = TilingSpec.from_image_processor(image_processor, "per_view")
-    target = export_model(model, tokenizer, spec, tmp_path / "model", "first export")
+    target = export_model(model, tokenizer, spec, tmp_path / "model", "first export", "per_view")
+    assert checkpoint_layout(target) == "per_view"  # the node serves it with the layout it was trained for
     before = digest(target)
     monkeypatch.setattr(type(tokenizer), "save_pretrained", disk_full)  # the weights are written, then this fails
     with pytest.raises(OSError, match="No space left"):
-        export_model(model, tokenizer, spec, target, "second export")
+        export_model(model, tokenizer, spec, target, "second export", "per_view")
     assert digest(target) == before
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no staging folder left behind
     DrivingModel.load(target, BUILDER)

@@ -191,7 +191,7 @@ def convert(source: Path, out: Path, layout: str, preset: str | None = None) -> 
         f"original InternVL2 checkpoint in `{source}`; layout `{layout}`, max {max_tiles} tiles. Weights are "
         "unchanged (renamed, vision qkv split); no remote code is needed to load them.\n"
     )
-    return export_model(model, tokenizer, spec, out, card)
+    return export_model(model, tokenizer, spec, out, card, layout)
 
 
 def main(argv: list[str]) -> int:

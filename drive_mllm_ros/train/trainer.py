@@ -307,6 +307,6 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
-        export_model(trainer.model, tokenizer, spec, target, card)
+        export_model(trainer.model, tokenizer, spec, target, card, config.data.layout)
     trainer.accelerator.wait_for_everyone()
     return target
