@@ -112,6 +112,18 @@ def test_prepare_keeps_an_existing_choice_question_and_letters_its_answer() -> N
     assert qa["A"] == "B" and qa["Q"].count(OPTIONS_PROMPT.strip()) == 1
 
 
+def test_prepare_keeps_a_letter_answer_as_written_and_finds_moving_status_in_prediction() -> None:
+    """The synthetic world asks moving status in prediction and answers "B.": the scored answer is what it trains on."""
+    data = drivelm_data()
+    options = drivelm.format_options(drivelm.MOVING_STATUS_OPTIONS)
+    frame = data["scene_1"]["key_frames"]["frame_a"]["QA"]
+    frame["perception"] = [qa for qa in frame["perception"] if "moving status" not in qa["Q"]]
+    frame["prediction"].insert(0, {"Q": drivelm.Q_MOVING_STATUS.format(object=CAR, options=options), "A": "B."})
+    moving = [qa for qa in prepare(data)["scene_1"]["key_frames"]["frame_a"]["QA"]["perception"]
+              if "moving status" in qa["Q"]]
+    assert len(moving) == 1 and moving[0]["A"] == "B."
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

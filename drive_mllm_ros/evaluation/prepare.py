@@ -49,12 +49,13 @@ def tagged(qa: dict, tag: int) -> dict:
 def multiple_choice(qa: dict, choices: tuple[str, ...], rng: random.Random, where: str) -> dict:
     """A free-text answer -> four options (three random distractors) and the answer's letter."""
     answer = qa["A"].strip()
-    if OPTIONS_PROMPT.strip() in qa["Q"]:  # already a choice question (synthetic data): answer as bare letter
+    if OPTIONS_PROMPT.strip() in qa["Q"]:  # already a choice question (synthetic data)
         options = {text: letter for letter, text in LISTED_OPTION.findall(qa["Q"])}
         letter = options.get(answer, answer.rstrip("."))
         if letter not in OPTION_LETTERS:
             raise ValueError(f"{where}: expected the answer to be a letter or option of '{qa['Q']}', got '{answer}'")
-        return {**qa, "A": letter}
+        # A letter answer stays as the data writes it ("A."), so what a model is trained on is what is scored.
+        return {**qa, "A": answer if answer.rstrip(".") == letter else letter}
     if answer not in choices:
         raise ValueError(f"{where}: expected an answer among the official choices {list(choices)}, got '{answer}'")
     options = rng.sample([choice for choice in choices if choice != answer], 3) + [answer]
@@ -93,7 +94,8 @@ def frame_test_qa(frame: dict, rng: random.Random, where: str) -> dict[str, list
             raise ValueError(f"{where}: expected every QA item to be {{Q: str, A: str, ...}}, got {item!r:.80}")
     classes, tags = object_classes_and_tags(frame, where)
     language = first(perception, lambda q: all(name in q["A"].lower() for name in classes))
-    moving = first(perception, lambda q: MOVING_STATUS_QUESTION in q["Q"].lower())
+    # DriveLM asks moving status in perception; the synthetic world asks it in prediction.
+    moving = first(perception + prediction, lambda q: MOVING_STATUS_QUESTION in q["Q"].lower())
     match = first(prediction, lambda q: all(tag in q["A"].lower() for tag in tags))
     yes_no = first(prediction, lambda q: "yes" in q["A"].lower() or "no" in q["A"].lower())
     return {
