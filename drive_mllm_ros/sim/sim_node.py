@@ -247,10 +247,23 @@ class SimNode(Node):
             self.answer_arrived.clear()
         self.counts["answers missing"] += 1
 
+    def _handshake(self) -> None:
+        """Lockstep starts once the planner answers the initial state: it has the route and its inputs, so the
+        first step gets the same command in every run (discovery and latched delivery take varying time)."""
+        deadline = time.monotonic() + self.p["wait_for_subscribers"]
+        while time.monotonic() < deadline:
+            self.command_arrived.clear()
+            self.publish_state()
+            if self.command_arrived.wait(0.5):
+                return
+        self.get_logger().warning("sim: the planner did not answer the initial state; starting anyway")
+
     def run(self) -> None:
         self.wait_for_peers()
         self.publish_route()
         lockstep = self.p["mode"] == "lockstep"
+        if lockstep:
+            self._handshake()
         period, step = 1.0 / self.p["camera_rate"], self.p["step"]
         next_frame, wall_start = 0.0, time.monotonic()
         while not self.sim.done:
