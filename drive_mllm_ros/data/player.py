@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException
 from rosgraph_msgs.msg import Clock
 
@@ -114,8 +115,16 @@ def play_bag(path: Path | str, rate: float = 1.0, loop: bool = False, clock: boo
                     break
         finally:
             stats.seconds = time.monotonic() - started
+            _flush(list(publishers.values()) + [clock_publisher] * (clock_publisher is not None))
             node.destroy_node()
     return stats
+
+
+def _flush(publishers: list, timeout_s: float = 2.0) -> None:
+    """Wait (bounded) until reliable subscribers acknowledged everything: exiting right after the last
+    publish can otherwise lose the bag's final messages."""
+    for publisher in publishers:
+        publisher.wait_for_all_acked(Duration(seconds=timeout_s))
 
 
 def _wait_for_subscribers(publishers: list, timeout: float, stop_event: threading.Event) -> None:
