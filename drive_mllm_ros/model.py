@@ -75,7 +75,7 @@ def check_folder(path: Path, trust_remote_code: bool) -> None:
     config = json.loads(config_file.read_text())
     if config.get("auto_map") and not trust_remote_code:
         raise ModelLoadError(f"'{config_file}' asks for remote code (auto_map: {sorted(config['auto_map'])}); "
-                             "pass trust_remote_code=True only if you trust that code, or convert the checkpoint "
+                             "set the node parameter trust_remote_code: true only if you trust that code, or convert the checkpoint "
                              "to the native transformers InternVL (-hf) layout")
 
 

@@ -3,9 +3,12 @@
 Set before any test imports rclpy; child processes inherit it.
 """
 
+import os
+
 from drive_mllm_ros.ros_env import isolate_ros
 
-isolate_ros(fresh_domain=True)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # forced for tests, whatever the shell says
+isolate_ros(fresh_domain=True)  # a free ROS_DOMAIN_ID for this run and ROS_LOG_DIR in a temp folder
 
 import pytest  # noqa: E402
 

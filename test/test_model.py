@@ -184,7 +184,7 @@ def test_remote_code_only_when_allowed(tmp_path, tiny_checkpoint, views):
     })
     (folder / "configuration_remote.py").write_text(REMOTE_CONFIG)
     (folder / "modeling_remote.py").write_text(REMOTE_MODEL)
-    with pytest.raises(ModelLoadError, match=r"asks for remote code .*pass trust_remote_code=True only if"):
+    with pytest.raises(ModelLoadError, match=r"asks for remote code .*trust_remote_code: true only if"):
         DrivingModel.load(folder, PromptBuilder())
     model = DrivingModel.load(folder, PromptBuilder(layout="per_view"), trust_remote_code=True)
     assert type(model.model).__name__ == "RemoteInternVLModel"
