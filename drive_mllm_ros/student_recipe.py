@@ -31,6 +31,9 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 9001
 # One OpenMP thread: on a shared 2-core machine torch's spin-waiting threads made tiny training steps 10x slower.
 COMMAND_THREADS = "1"
 TILE_SIZE = 224
+# The world renders at the students' input width (16:9): the 16-px matching rule is then ~7 % of a view's width
+# (1 % on nuScenes' 1600 px), but the model sees exactly what a larger render would give it after resizing.
+WORLD_SIZE = (224, 126)
 TRAINING_INIT_RANGE = 0.02
 TEACHER_SIZES = ArchitectureSizes(
     vision_hidden_size=96, vision_layers=2, vision_heads=4, vision_intermediate_size=288,
@@ -38,8 +41,8 @@ TEACHER_SIZES = ArchitectureSizes(
     tie_word_embeddings=False, max_position_embeddings=2048,
 )
 STUDENT_SIZES = ArchitectureSizes(
-    vision_hidden_size=48, vision_layers=2, vision_heads=2, vision_intermediate_size=128,
-    text_hidden_size=64, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate_size=192,
+    vision_hidden_size=64, vision_layers=2, vision_heads=2, vision_intermediate_size=192,
+    text_hidden_size=80, text_layers=2, text_heads=4, text_kv_heads=2, text_intermediate_size=224,
     tie_word_embeddings=False, max_position_embeddings=2048,
 )
 EVALUATED = ("teacher", "student", "student_blank")
@@ -62,7 +65,7 @@ def drive_mllm(*args: str) -> list[str]:
 
 def make_world(out: Path, seed: int, scenes: int, val_fraction: float, log: Path) -> Path:
     run_command(drive_mllm("world", "--out", str(out), "--scenes", str(scenes), "--seed", str(seed), "--duration",
-                           "4", "--width", "400", "--height", "225", "--val-fraction", str(val_fraction)), log)
+                           "4", "--width", str(WORLD_SIZE[0]), "--height", str(WORLD_SIZE[1]), "--val-fraction", str(val_fraction)), log)
     return out / "drivelm"
 
 
@@ -121,11 +124,11 @@ def evaluation_table(scores: dict[str, dict[str, float]]) -> str:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m drive_mllm_ros.student_recipe", description=__doc__.splitlines()[0])
     root.add_argument("--out", default="runs/student")
-    root.add_argument("--train-scenes", type=int, default=16)
-    root.add_argument("--held-out-scenes", type=int, default=2)
+    root.add_argument("--train-scenes", type=int, default=80)
+    root.add_argument("--held-out-scenes", type=int, default=4)
     root.add_argument("--vocab-size", type=int, default=1024)
-    root.add_argument("--teacher-steps", type=int, default=1000)
-    root.add_argument("--student-steps", type=int, default=1200)
+    root.add_argument("--teacher-steps", type=int, default=3000)
+    root.add_argument("--student-steps", type=int, default=3000)
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.25,
                       help="accuracy the student must gain over blank images to be installed")

@@ -272,17 +272,22 @@ class FrameQA:
         return items
 
     def conflict_items(self, objects: Sequence[SeenObject], tags: dict[int, str]) -> list[dict]:
-        """Up to two yes/no questions, always of the less used answer: a frame without one asks fewer."""
+        """Up to two yes/no questions, each of the less used answer the frame still offers.
+
+        Every frame asks at least one: the scorer's yes/no accuracy item is the first prediction answer with
+        "yes" or "no" in it, and without a conflict question that would be the object listing ("notice").
+        """
         remaining = list(objects)
         items = []
         for _ in range(2):
-            wanted = self.balancer.least_used("conflict", ["Yes.", "No."])
-            matching = [s for s in remaining if s.in_path == (wanted == "Yes.")]
-            if not matching:
+            available = [answer for answer in ("Yes.", "No.") if any(s.in_path == (answer == "Yes.") for s in remaining)]
+            if not available:
                 break
-            remaining.remove(matching[0])
+            wanted = self.balancer.least_used("conflict", available)
+            chosen = next(s for s in remaining if s.in_path == (wanted == "Yes."))
+            remaining.remove(chosen)
             self.balancer.use("conflict", wanted)
-            items.append(qa_item(Q_FUTURE_CONFLICT.format(object=tags[matching[0].state.instance]), wanted))
+            items.append(qa_item(Q_FUTURE_CONFLICT.format(object=tags[chosen.state.instance]), wanted))
         return items
 
     @staticmethod

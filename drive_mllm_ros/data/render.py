@@ -33,6 +33,8 @@ from .world import (
 NEAR_PLANE = 0.2  # metres: geometry closer to the camera plane is clipped away
 DRAW_RANGE = 150.0  # metres: objects and markings beyond this are not drawn
 SHIFT = 3  # sub-pixel bits for cv2 polygon drawing
+BLUR_EXPOSURE_S = 0.016  # camera exposure time for motion blur
+NEAR_ROAD_DISTANCE = 5.0  # metres: the road patch whose smear sets the blur length
 SKY_TOP, SKY_HORIZON = np.array([200, 150, 110]), np.array([235, 215, 200])  # BGR
 GROUND, ASPHALT, SIDEWALK = (92, 112, 104), (72, 72, 74), (160, 160, 155)
 WHITE, YELLOW = (230, 230, 230), (40, 190, 225)
@@ -380,6 +382,23 @@ def _sky(camera: Camera) -> np.ndarray:
     return np.repeat(column[:, None, :], camera.width, axis=1)
 
 
+def _blur_road(image: np.ndarray, camera: Camera, ego_speed: float) -> None:
+    """Exposure motion blur of the road below the horizon, in place: how one frame shows the ego's speed.
+
+    The near road moves across side views and down front/back views; markings smear by focal x speed x
+    exposure / distance pixels (about 7 px at 12 m/s in a 224-px-wide view).
+    """
+    forward, left, _ = camera.rotation.rotate([0.0, 0.0, 1.0])  # optical axis in the ego frame
+    length = camera.intrinsic[0, 0] * ego_speed * BLUR_EXPOSURE_S / NEAR_ROAD_DISTANCE
+    horizon = int(camera.intrinsic[1, 2])
+    road = image[horizon:]
+    across, down = round(length * abs(left)), round(length * abs(forward))
+    if across > 1:
+        cv2.blur(road, (across, 1), dst=road)
+    if down > 1:
+        cv2.blur(road, (1, down), dst=road)
+
+
 class Renderer:
     """Renders camera views of world states; caches the sky per camera."""
 
@@ -392,6 +411,7 @@ class Renderer:
         image = self._skies[camera.name].copy()
         for polygon, colour in road_polygons(state.road, state.ego_x, state.ego_y):
             _fill(image, camera, transform_points(world_to_camera, polygon), colour)
+        _blur_road(image, camera, state.ego_speed)
         for obj in _sorted_far_to_near(state, camera, world_to_camera):
             draw_object(image, camera, world_to_camera, obj)
         return image
