@@ -23,7 +23,7 @@ from .answers import parse_tags
 from .bringup import default_model, node_command
 from .cameras import CameraRig
 from .evaluation.testset import cam_front_stamp, questions_by_stamp
-from .paths import default_params_file
+from .paths import EMBEDDED_WORLD_SIZE, default_params_file
 from .ros_env import isolate_ros
 from .visualize import TRUTH_COLOR, draw_key_objects
 
@@ -56,22 +56,10 @@ def run_command(argv: list[str]) -> None:
 
 
 def synthetic_scene(out: Path, seed: int, duration: float) -> tuple[Path, Path]:
-    """World -> (bag, DriveLM JSON) for one short scene."""
-    run_command(
-        [
-            "world",
-            "--out",
-            str(out / "world"),
-            "--scenes",
-            "1",
-            "--seed",
-            str(seed),
-            "--duration",
-            str(duration),
-            "--val-fraction",
-            "0",
-        ]
-    )
+    """World -> (bag, DriveLM JSON) for one short scene, rendered at the size the embedded student learned."""
+    width, height = EMBEDDED_WORLD_SIZE
+    run_command(["world", "--out", str(out / "world"), "--scenes", "1", "--seed", str(seed), "--duration",
+                 str(duration), "--width", str(width), "--height", str(height), "--val-fraction", "0"])
     run_command(["convert-nuscenes", "--dataroot", str(out / "world" / "nuscenes"), "--out", str(out / "bags")])
     bag = next(p for p in sorted((out / "bags").iterdir()) if p.is_dir() or p.suffix == ".mcap")
     return bag, out / "world" / "drivelm" / "v1_1_train_nus.json"
@@ -113,14 +101,19 @@ class SceneMonitor:
             node.destroy_node()
 
 
-def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: float) -> Path:
-    """Node + recorder + real-time player; returns the recorded outputs bag."""
+def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: float,
+              image_size: tuple[int, int] | None = None) -> Path:
+    """Node + recorder + real-time player; returns the recorded outputs bag.
+
+    `image_size`: the bag's camera image size, when it differs from the params file's.
+    """
     from .data.player import play_bag
     from .data.recorder import record
 
     params = out / "demo_params.yaml"
+    size = f"    image_width: {image_size[0]}\n    image_height: {image_size[1]}\n" if image_size else ""
     params.write_text(
-        f"/**:\n  ros__parameters:\n    question_file: '{question_file}'\n    image_qos_reliability: reliable\n"
+        f"/**:\n  ros__parameters:\n    question_file: '{question_file}'\n    image_qos_reliability: reliable\n{size}"
     )
     recorded = out / "node_outputs"
     shutil.rmtree(recorded, ignore_errors=True)
@@ -179,7 +172,6 @@ def frame_figures(drivelm: Path, recorded: Path, out: Path, limit: int = 3) -> l
     from .evaluation.from_bag import scene_messages
     from .preprocess import stitch_views
 
-    rig = CameraRig()
     scenes = {}
     for text in scene_messages(recorded, SCENE_TOPIC):
         data = json.loads(text)
@@ -194,8 +186,9 @@ def frame_figures(drivelm: Path, recorded: Path, out: Path, limit: int = 3) -> l
             continue
         views = [
             cv2.cvtColor(cv2.imread(str(drivelm.parent / frame["image_paths"][c])), cv2.COLOR_BGR2RGB)
-            for c in rig.names
+            for c in CameraRig().names
         ]
+        rig = CameraRig(image_size=(views[0].shape[1], views[0].shape[0]))  # tags are in these images' pixels
         truth, _ = parse_tags(" ".join(frame["key_object_infos"]), rig.names)
         mosaic = stitch_views(views, rig)
         mosaic = draw_key_objects(
@@ -236,7 +229,8 @@ def main(argv: list[str]) -> int:
         bag, drivelm = (args.bag, args.drivelm) if args.bag else synthetic_scene(out, args.seed, args.duration)
         model = args.model or default_model(str(default_params_file()))
         run_command(["eval", "prepare", "--drivelm", str(drivelm), "--out", str(out / "test.json")])
-        recorded = serve_bag(Path(bag), model, Path(drivelm), out, args.answer_timeout)
+        recorded = serve_bag(Path(bag), model, Path(drivelm), out, args.answer_timeout,
+                             None if args.bag else EMBEDDED_WORLD_SIZE)
         report_dir = out / "report"
         run_command(
             [

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 PACKAGE = "drive_mllm_ros"
+# Camera image size of the synthetic world the embedded student learned from (its tags are in these pixels):
+# the students' 224-px input width, 16:9. The 16-px matching rule is then ~7 % of a view's width (1 % at
+# nuScenes' 1600 px), while the model sees exactly what a larger render would give it after resizing.
+EMBEDDED_WORLD_SIZE = (224, 126)
 
 
 def share_dir() -> Path:

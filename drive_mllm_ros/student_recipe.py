@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
 from .tiny_model import build_domain_tokenizer, write_tiny_model
 from .train.data import load_json
@@ -31,9 +32,6 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 9001
 # One OpenMP thread: on a shared 2-core machine torch's spin-waiting threads made tiny training steps 10x slower.
 COMMAND_THREADS = "1"
 TILE_SIZE = 224
-# The world renders at the students' input width (16:9): the 16-px matching rule is then ~7 % of a view's width
-# (1 % on nuScenes' 1600 px), but the model sees exactly what a larger render would give it after resizing.
-WORLD_SIZE = (224, 126)
 TRAINING_INIT_RANGE = 0.02
 TEACHER_SIZES = ArchitectureSizes(
     vision_hidden_size=96, vision_layers=2, vision_heads=4, vision_intermediate_size=288,
@@ -65,7 +63,7 @@ def drive_mllm(*args: str) -> list[str]:
 
 def make_world(out: Path, seed: int, scenes: int, val_fraction: float, log: Path) -> Path:
     run_command(drive_mllm("world", "--out", str(out), "--scenes", str(scenes), "--seed", str(seed), "--duration",
-                           "4", "--width", str(WORLD_SIZE[0]), "--height", str(WORLD_SIZE[1]), "--val-fraction", str(val_fraction)), log)
+                           "4", "--width", str(EMBEDDED_WORLD_SIZE[0]), "--height", str(EMBEDDED_WORLD_SIZE[1]), "--val-fraction", str(val_fraction)), log)
     return out / "drivelm"
 
 

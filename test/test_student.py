@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from drive_mllm_ros.cli import main as drive_mllm
+from drive_mllm_ros.paths import EMBEDDED_WORLD_SIZE
 
 STUDENT = Path(__file__).resolve().parents[1] / "models" / "student"
 FRESH_SEED = 9101
@@ -33,7 +34,8 @@ def scores_of(test: Path, out: Path, blank: bool) -> dict:
 def fresh_test(tmp_path_factory: pytest.TempPathFactory) -> Path:
     world = tmp_path_factory.mktemp("fresh_world")
     assert drive_mllm(["world", "--out", str(world), "--scenes", "2", "--seed", str(FRESH_SEED), "--duration", "4",
-                       "--width", "400", "--height", "225", "--val-fraction", "0"]) == 0
+                       "--width", str(EMBEDDED_WORLD_SIZE[0]), "--height", str(EMBEDDED_WORLD_SIZE[1]),
+                       "--val-fraction", "0"]) == 0
     test = world / "drivelm" / "test.json"
     assert drive_mllm(["eval", "prepare", "--drivelm", str(world / "drivelm" / "v1_1_train_nus.json"),
                        "--out", str(test)]) == 0
