@@ -164,14 +164,32 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def architecture(sizes: ArchitectureSizes) -> str:
+    return (f"ViT {sizes.vision_hidden_size} x {sizes.vision_layers} layers, Qwen2 {sizes.text_hidden_size} x "
+            f"{sizes.text_layers} layers ({sizes.text_heads} heads, MLP {sizes.text_intermediate_size})")
+
+
+def data_counts(drivelm_json: Path) -> str:
+    data = load_json(drivelm_json)
+    frames = [frame for scene in data.values() for frame in scene["key_frames"].values()]
+    qa = sum(len(stage) for frame in frames for stage in frame["QA"].values())
+    return f"{len(data)} scenes, {len(frames)} key frames, {qa} QA"
+
+
 def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, teacher: Path, student: Path,
                    seconds: float) -> str:
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
-    return (f"## Recipe\n`python -m drive_mllm_ros.student_recipe --out {out}` (`make student`): world seed "
-            f"{TRAIN_SEED} ({args.train_scenes} scenes) for training, seed {HELD_OUT_SEED} ({args.held_out_scenes} "
-            f"scenes) held out; teacher {args.teacher_steps} SFT steps, student {args.student_steps} distillation "
-            f"steps; {seconds / 60:.1f} min on this machine.\n\nParameters: teacher {teacher_params:,}, student "
-            f"{student_params:,} ({student_params / teacher_params:.1%}).\n\n## Held-out evaluation\n"
+    world = out / "world"
+    return (f"## Recipe\n`python -m drive_mllm_ros.student_recipe --out {out}` (`make student`), "
+            f"{seconds / 60:.1f} min on this machine (CPU).\n\n"
+            f"| | teacher | student |\n|---|---|---|\n"
+            f"| architecture ({EMBEDDED_WORLD_SIZE[0]}x{EMBEDDED_WORLD_SIZE[1]} views, per_view {TILE_SIZE}-px tiles) | "
+            f"{architecture(TEACHER_SIZES)} | {architecture(STUDENT_SIZES)} |\n"
+            f"| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.1%}) |\n"
+            f"| training | {args.teacher_steps} SFT steps | {args.student_steps} distillation steps |\n\n"
+            f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
+            f"val {data_counts(world / 'train/drivelm/v1_1_val_nus.json')}; held out: seed {HELD_OUT_SEED}, "
+            f"{data_counts(world / 'held_out/drivelm/v1_1_train_nus.json')}.\n\n## Held-out evaluation\n"
             f"{evaluation_table(scores)}\n\n{goals_line(scores)}\n")
 
 
