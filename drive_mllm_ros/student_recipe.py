@@ -48,12 +48,12 @@ SCORE_KEYS = ("accuracy", "match_f1", "language_score", "judge_free_final")
 
 
 def run_command(args: list[str], log: Path) -> None:
-    """A project command at low priority, its output appended to `log`; a failure stops the recipe."""
+    """A project command, its output appended to `log`; a failure stops the recipe."""
     print(f"$ {' '.join(args)}", flush=True)
     with log.open("a") as handle:
         handle.write(f"$ {' '.join(args)}\n")
         handle.flush()
-        subprocess.run(["nice", "-n", "10", *args], stdout=handle, stderr=subprocess.STDOUT, check=True,
+        subprocess.run(args, stdout=handle, stderr=subprocess.STDOUT, check=True,
                        env={**os.environ, "OMP_NUM_THREADS": COMMAND_THREADS})
 
 
