@@ -20,7 +20,7 @@ from pathlib import Path
 from ..bringup import default_model, node_command
 from ..data.world import SCENARIOS
 from ..drivelm import Q_TRAJECTORY
-from ..paths import default_params_file
+from ..paths import EMBEDDED_WORLD_SIZE, default_params_file
 from ..ros_env import isolate_ros
 from .planner import PlannerConfig, Pose, blind_plan, follow, oracle_plan
 from .report import write_report
@@ -179,8 +179,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--density", type=float, default=0.5)
     p.add_argument("--route-length", type=float, default=0.0, help="m; 0: the scenario's own")
     p.add_argument("--camera-rate", type=float, default=2.0, help="Hz of rendered camera sweeps")
-    p.add_argument("--width", type=int, default=800, help="rendered image width (the node's image_width)")
-    p.add_argument("--height", type=int, default=450)
+    p.add_argument("--width", type=int, default=EMBEDDED_WORLD_SIZE[0],
+                   help="rendered image width (the node's image_width); default: what the embedded student learned")
+    p.add_argument("--height", type=int, default=EMBEDDED_WORLD_SIZE[1])
     p.add_argument("--answer-budget", type=float, default=10.0, help="s of wall time lockstep waits for an answer")
     p.add_argument("--wall-budget", type=float, default=900.0, help="s of wall time per scenario before it is cut")
     p.add_argument("--model-path", default="", help="checkpoint for --planner node; default: the embedded student")
