@@ -6,6 +6,7 @@ fragments that looked structured but did not parse. Pure Python.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -34,6 +35,27 @@ class Parsed:
     speed: str | None = None
     waypoints: list[tuple[float, float]] = field(default_factory=list)
     unparsed: int = 0
+
+
+@dataclass(frozen=True)
+class ScoredAnswer:
+    """An answer and the probability the model gave each of its generated tokens (stop token included)."""
+
+    text: str
+    token_probs: tuple[float, ...] = ()
+
+    @classmethod
+    def from_logprobs(cls, text: str, logprobs: list[float]) -> ScoredAnswer:
+        return cls(text, tuple(math.exp(value) for value in logprobs))
+
+    @property
+    def confidence(self) -> float:
+        """Mean token probability (1.0 for an answer without tokens: nothing was doubted)."""
+        return sum(self.token_probs) / len(self.token_probs) if self.token_probs else 1.0
+
+    @property
+    def min_prob(self) -> float:
+        return min(self.token_probs, default=1.0)
 
 
 def parse_tags(text: str, cameras: tuple[str, ...] | None = None) -> tuple[list[ObjectTag], int]:

@@ -6,7 +6,9 @@ frame (per-object questions, follow-ups) skip both. Each call copies the prefix 
 only each question's suffix and decodes greedily with transformers' `generate`. Suffixes are right-aligned:
 padding sits between prefix and suffix, masked out, and generate counts positions over real tokens only, so
 every row's last prompt token is in the last column and the rows decode in lockstep. Greedy tokens equal plain
-per-question `generate` (test/test_model.py checks token for token).
+per-question `generate` (test/test_model.py checks token for token). On request each chosen token's
+log-probability is kept on the way (one logsumexp over the vocabulary per step): what
+`compute_transition_scores` gives plain generate, without storing every step's scores.
 
 On CUDA the batch cache is a StaticCache, one per (batch, length bucket) kept for reuse: generate then
 compiles its decode step (CUDA graphs need the cache at fixed addresses, hence the reuse).
@@ -16,11 +18,18 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers import DynamicCache, StaticCache, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    DynamicCache,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StaticCache,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 from transformers.cache_utils import Cache
 
 STATIC_LENGTH_BUCKET = 256  # static caches are sized in steps of this many tokens, so few shapes get compiled
@@ -39,11 +48,13 @@ class FramePrefix:
 
 @dataclass
 class DecodeResult:
-    """New tokens per question (up to its budget) and the time to the first token (suffix prefill) and after it."""
+    """New tokens per question (up to its budget), each token's log-probability under the (processed) scores
+    greedy chose it from, and the time to the first token (suffix prefill) and after it."""
 
     new_ids: list[list[int]]
     prefill_ms: float
     decode_ms: float
+    new_logprobs: list[list[float]] = field(default_factory=list)
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -100,6 +111,24 @@ class TokenBudgets(StoppingCriteria):
         return input_ids.shape[1] - self.prompt_length >= self.budgets
 
 
+class ChosenLogProbs(LogitsProcessor):
+    """Records log p(greedy token) per step: the top processed score minus the log-partition, one pass each.
+
+    Generate appends custom processors after its own, so these are the scores `argmax` picks from.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        self.steps.append(scores.max(dim=-1).values - scores.logsumexp(dim=-1))
+        return scores
+
+    def per_row(self, batch: int) -> list[list[float]]:
+        """[row][step] log-probabilities (one device sync)."""
+        return torch.stack(self.steps, dim=1).tolist() if self.steps else [[] for _ in range(batch)]
+
+
 class StaticCachePool:
     """StaticCaches by (batch, length bucket), reset and reused so compiled decode steps keep their addresses."""
 
@@ -143,8 +172,13 @@ def decode_from_prefix(
     pad_id: int,
     static_caches: StaticCachePool | None = None,
     min_new_tokens: int = 0,
+    logprobs: bool = False,
 ) -> DecodeResult:
-    """Greedy continuations of prompts that all start with `prefix.ids`, in one batch from the cached prefix."""
+    """Greedy continuations of prompts that all start with `prefix.ids`, in one batch from the cached prefix.
+
+    logprobs: also each new token's log-probability (a logsumexp over the vocabulary per step: on CPU a few
+    percent of a step with a 150K vocabulary, so only when asked).
+    """
     prefix_length = len(prefix.ids)
     if any(prompt[:prefix_length] != prefix.ids or len(prompt) == prefix_length for prompt in prompts):
         raise ValueError("prompts: each must extend the frame's cached prefix by at least one token")
@@ -153,6 +187,7 @@ def decode_from_prefix(
     prompt_length = len(rows[0])
     batch = len(rows)
     budgets = TokenBudgets(max_new_tokens, prompt_length, device)
+    chosen = ChosenLogProbs()
     started = time.perf_counter()
     with torch.inference_mode():  # also around the static caches' in-place reset
         if static_caches is None:
@@ -164,6 +199,7 @@ def decode_from_prefix(
             attention_mask=torch.tensor(masks, device=device),
             cache=fill_cache(cache, prefix, batch),
             stopping_criteria=StoppingCriteriaList([budgets]),
+            logits_processor=LogitsProcessorList([chosen] if logprobs else []),
             max_new_tokens=max(max_new_tokens),
             min_new_tokens=min_new_tokens or None,  # 0 would still add a min-length processor (a vocab-wide pass)
             do_sample=False,
@@ -174,4 +210,5 @@ def decode_from_prefix(
     done = time.perf_counter()
     first = budgets.first_token_at or done
     new_ids = [row[:budget] for row, budget in zip(output[:, prompt_length:].tolist(), max_new_tokens, strict=True)]
-    return DecodeResult(new_ids, prefill_ms=(first - started) * 1e3, decode_ms=(done - first) * 1e3)
+    new_logprobs = [row[:budget] for row, budget in zip(chosen.per_row(batch), max_new_tokens, strict=True)]
+    return DecodeResult(new_ids, (first - started) * 1e3, (done - first) * 1e3, new_logprobs if logprobs else [])

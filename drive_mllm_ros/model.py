@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from .fast_decode import FramePrefix, StaticCachePool, decode_from_prefix, encode_prefix, image_prefix_length
+from .answers import ScoredAnswer
+from .fast_decode import (
+    DecodeResult,
+    FramePrefix,
+    StaticCachePool,
+    decode_from_prefix,
+    encode_prefix,
+    image_prefix_length,
+)
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
 from .prompt import IMAGE_PLACEHOLDER, PromptBuilder
 
@@ -231,19 +239,33 @@ class DrivingModel:
         frame.prefix = encode_prefix(self.model, prompt[:length], frame.pixel_values)
         return frame.prefix, True
 
-    def generate_ids(self, frame: PreparedFrame, prompts: list[list[int]], max_new_tokens: list[int],
-                     min_new_tokens: int = 0) -> list[list[int]]:
+    def decode(self, frame: PreparedFrame, prompts: list[list[int]], max_new_tokens: list[int],
+               min_new_tokens: int = 0, logprobs: bool = False) -> DecodeResult:
         """Greedy continuations of prompts about one frame, batched from its cached prefix; sets last_timings.
 
-        Each row stops at <|im_end|> / end of text or its own budget and equals generate for that prompt alone.
+        Rows run to their budget; each row equals generate for that prompt alone up to its first stop token.
         """
         prefix, new = self.frame_prefix(frame, prompts[0])
         result = decode_from_prefix(self.model, prefix, prompts, max_new_tokens, self.stop_token_ids,
-                                    self.tokenizer.pad_token_id, self.static_caches, min_new_tokens)
+                                    self.tokenizer.pad_token_id, self.static_caches, min_new_tokens, logprobs)
         self.last_timings = {"vision": prefix.vision_ms if new else 0.0,
                              "prefill": result.prefill_ms + (prefix.prefill_ms if new else 0.0),
                              "decode": result.decode_ms}
-        return [self.until_stop(ids) for ids in result.new_ids]
+        return result
+
+    def generate_ids(self, frame: PreparedFrame, prompts: list[list[int]], max_new_tokens: list[int],
+                     min_new_tokens: int = 0) -> list[list[int]]:
+        """Each row's tokens up to and including its stop token (<|im_end|> / end of text) or its budget."""
+        result = self.decode(frame, prompts, max_new_tokens, min_new_tokens)
+        return [ids[:self.stop_length(ids)] for ids in result.new_ids]
+
+    def generate_scored(self, frame: PreparedFrame, prompts: list[list[int]],
+                        max_new_tokens: list[int]) -> list[tuple[list[int], list[float]]]:
+        """generate_ids with each token's log-probability (as compute_transition_scores gives plain generate)."""
+        result = self.decode(frame, prompts, max_new_tokens, logprobs=True)
+        lengths = [self.stop_length(ids) for ids in result.new_ids]
+        return [(ids[:n], logprobs[:n]) for ids, logprobs, n in zip(result.new_ids, result.new_logprobs, lengths,
+                                                                    strict=True)]
 
     def warmup(self, batch_sizes: list[int], max_new_tokens: int) -> float:
         """Compile and capture the decode step for these batch sizes before the first frame; seconds spent.
@@ -262,22 +284,35 @@ class DrivingModel:
                 self.generate_ids(frame, [prompt] * batch, [max_new_tokens] * batch, min_new_tokens=max_new_tokens)
         return time.perf_counter() - started
 
-    def until_stop(self, ids: list[int]) -> list[int]:
-        """Tokens up to and including the first stop token."""
-        for index, token in enumerate(ids):
-            if token in self.stop_token_ids:
-                return ids[:index + 1]
-        return ids
+    def stop_length(self, ids: list[int]) -> int:
+        """How many tokens up to and including the first stop token."""
+        return next((index + 1 for index, token in enumerate(ids) if token in self.stop_token_ids), len(ids))
+
+    def question_prompts(self, frame: PreparedFrame, questions: list[str],
+                         max_new_tokens: int | list[int]) -> tuple[list[list[int]], list[int]]:
+        """Prompt ids and token budgets, one per question."""
+        budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        if len(budgets) != len(questions):
+            raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
+        return [self.prompt_ids(question, frame.tiles_per_image) for question in questions], budgets
+
+    def answer_texts(self, rows: list[list[int]]) -> list[str]:
+        """Generated ids -> answer texts with object tags in camera pixels."""
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return [self.builder.from_model_text(text.strip()) for text in texts]
 
     def answer(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
         """Answers to several questions about one frame (images and prompt prefix encoded once per frame, questions
         decoded as one batch); object tags come back in camera pixels."""
-        budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
-        if len(budgets) != len(questions):
-            raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
+        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens)
+        return self.answer_texts(self.generate_ids(frame, prompts, budgets)) if questions else []
+
+    def answer_scored(self, frame: PreparedFrame, questions: list[str],
+                      max_new_tokens: int | list[int] = 128) -> list[ScoredAnswer]:
+        """`answer` with the probability of each generated token (for confidence)."""
+        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens)
         if not questions:
             return []
-        prompts = [self.prompt_ids(question, frame.tiles_per_image) for question in questions]
-        new_ids = self.generate_ids(frame, prompts, budgets)
-        texts = self.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-        return [self.builder.from_model_text(text.strip()) for text in texts]
+        rows = self.generate_scored(frame, prompts, budgets)
+        texts = self.answer_texts([ids for ids, _ in rows])
+        return [ScoredAnswer.from_logprobs(text, logprobs) for text, (_, logprobs) in zip(texts, rows, strict=True)]

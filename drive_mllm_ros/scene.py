@@ -11,14 +11,15 @@ from __future__ import annotations
 import bisect
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
-from .answers import parse_behavior, parse_tags, parse_waypoints, resolve_choice
+from .answers import ScoredAnswer, parse_behavior, parse_tags, parse_waypoints, resolve_choice
 from .drivelm import STAGES, ObjectTag
 
 OBJECT_SLOT = "{object}"
+T = TypeVar("T")
 
 
 class FrameModel(Protocol):
@@ -28,7 +29,9 @@ class FrameModel(Protocol):
 
     def prepare(self, views: list[np.ndarray]) -> Any: ...
 
-    def answer(self, frame: Any, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]: ...
+    def answer_scored(
+        self, frame: Any, questions: list[str], max_new_tokens: int | list[int] = 128
+    ) -> list[ScoredAnswer]: ...
 
 
 @dataclass
@@ -156,10 +159,19 @@ class SceneAnalyzer:
         if not items:
             return
         budgets = [self.questions.budget(stage) for stage, _ in items]
-        answers = self.model.answer(frame, [q for _, q in items], budgets)
+        answers = self.model.answer_scored(frame, [q for _, q in items], budgets)
         for stage, milliseconds in getattr(self.model, "last_timings", {}).items():  # vision, prefill, decode
             scene.latency_ms[stage] = scene.latency_ms.get(stage, 0.0) + milliseconds
-        scene.qa += [{"stage": s, "question": q, "answer": a} for (s, q), a in zip(items, answers, strict=True)]
+        scene.qa += [
+            {
+                "stage": s,
+                "question": q,
+                "answer": a.text,
+                "confidence": round(a.confidence, 4),
+                "min_prob": round(a.min_prob, 4),
+            }
+            for (s, q), a in zip(items, answers, strict=True)
+        ]
 
     def _collect_objects(self, scene: Scene) -> list[ObjectTag]:
         """Key objects from every answer so far, first mention wins; recounts unparsed fragments."""
@@ -193,17 +205,24 @@ class SceneAnalyzer:
             scene.unparsed += bad
 
 
-class KeyFrameQuestions:
-    """Per-key-frame questions looked up by stamp (nearest CAM_FRONT timestamp within a tolerance)."""
+class StampLookup(Generic[T]):
+    """Values keyed by a CAM_FRONT timestamp (ns), found by the nearest stamp within a tolerance."""
 
-    def __init__(self, by_stamp: dict[int, list[tuple[str, str]]], tolerance_ns: int) -> None:
+    def __init__(self, by_stamp: dict[int, T], tolerance_ns: int) -> None:
         self._stamps = sorted(by_stamp)
         self._by_stamp, self._tolerance_ns = by_stamp, tolerance_ns
 
     def __len__(self) -> int:
         return len(self._stamps)
 
-    def lookup(self, stamp_ns: int) -> list[tuple[str, str]]:
+    def nearest(self, stamp_ns: int) -> T | None:
         index = bisect.bisect_left(self._stamps, stamp_ns)
         near = [s for s in self._stamps[max(index - 1, 0) : index + 1] if abs(s - stamp_ns) <= self._tolerance_ns]
-        return self._by_stamp[min(near, key=lambda s: abs(s - stamp_ns))] if near else []
+        return self._by_stamp[min(near, key=lambda s: abs(s - stamp_ns))] if near else None
+
+
+class KeyFrameQuestions(StampLookup[list[tuple[str, str]]]):
+    """Per-key-frame (stage, question) pairs looked up by stamp; none when no key frame is near."""
+
+    def lookup(self, stamp_ns: int) -> list[tuple[str, str]]:
+        return self.nearest(stamp_ns) or []

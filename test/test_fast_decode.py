@@ -1,6 +1,8 @@
 """The cached-prefix fast path (fast_decode.py) against plain per-question generate, token for token."""
 
+import numpy as np
 import pytest
+import torch
 from test_model import QUESTIONS, plain_generate
 
 from drive_mllm_ros.bench.preprocess import synthetic_camera_image
@@ -48,6 +50,41 @@ def test_static_cache_decoding_equals_generate_and_warmup_fills_the_pool(model, 
     frame = static.prepare(views)
     budgets = [4, 1, 6]
     assert fast_new_ids(static, frame, QUESTIONS, budgets) == plain_new_ids(model, views, frame, QUESTIONS, budgets)
+
+
+def plain_scored(model: DrivingModel, frame, prompt: list[int], budget: int) -> tuple[list[int], list[float]]:
+    """Plain generate's tokens and their log-probabilities from its stored scores (compute_transition_scores)."""
+    input_ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        output = model.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            pixel_values=frame.pixel_values,
+            max_new_tokens=budget,
+            do_sample=False,
+            eos_token_id=model.stop_token_ids,
+            pad_token_id=model.tokenizer.pad_token_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        logprobs = model.model.compute_transition_scores(output.sequences, output.scores, normalize_logits=True)
+    return output.sequences[0, len(prompt) :].tolist(), logprobs[0].tolist()
+
+
+def test_token_probabilities_come_out_of_decoding_and_equal_plain_generate(model, views):
+    frame = model.prepare(views)
+    budgets = [5, 3, 7]
+    prompts = [model.prompt_ids(q, frame.tiles_per_image) for q in QUESTIONS]
+    scored = model.generate_scored(frame, prompts, budgets)
+    for (ids, logprobs), prompt, budget in zip(scored, prompts, budgets, strict=True):
+        plain_ids, plain_logprobs = plain_scored(model, frame, prompt, budget)
+        assert ids == plain_ids[: len(ids)] and len(logprobs) == len(ids)
+        # batched float32 sums differ from a single row's in the last bits: probabilities agree to 0.1 %
+        assert np.exp(logprobs) == pytest.approx(np.exp(plain_logprobs[: len(ids)]), rel=1e-3)
+    answers = model.answer_scored(frame, QUESTIONS, budgets)
+    assert [a.text for a in answers] == model.answer(frame, QUESTIONS, budgets)
+    assert all(0.0 < p <= 1.0 for a in answers for p in a.token_probs)
+    assert all(0.0 < a.min_prob <= a.confidence <= 1.0 for a in answers)
 
 
 def test_forced_token_counts_for_benchmarks(model, views):

@@ -5,6 +5,7 @@ import json
 import jsonschema
 import numpy as np
 
+from drive_mllm_ros.answers import ScoredAnswer
 from drive_mllm_ros.drivelm import Q_BEHAVIOR, Q_TRAJECTORY, format_options
 from drive_mllm_ros.params import NodeParams
 from drive_mllm_ros.paths import share_dir
@@ -24,9 +25,10 @@ class ScriptedModel:
     def prepare(self, views):
         return len(views)
 
-    def answer(self, frame, questions, max_new_tokens=128):
+    def answer_scored(self, frame, questions, max_new_tokens=128):
         self.calls.append((questions, max_new_tokens))
-        return [next((a for key, a in self.script.items() if key in q), "") for q in questions]
+        texts = [next((a for key, a in self.script.items() if key in q), "") for q in questions]
+        return [ScoredAnswer(text, (0.5, 1.0) if text else ()) for text in texts]
 
 
 def test_per_object_questions_follow_perception_and_everything_parses():
@@ -62,6 +64,7 @@ def test_per_object_questions_follow_perception_and_everything_parses():
         "text": "The ego vehicle is going straight. The ego vehicle is driving slowly.",
     }
     assert scene.trajectory == [[2.0, 0.0], [4.1, 0.2]]
+    assert scene.qa[0]["confidence"] == 0.75 and scene.qa[0]["min_prob"] == 0.5
     data = scene.to_dict()
     jsonschema.validate(data, SCHEMA)
     assert data["stamp"] == {"sec": 1500, "nanosec": 123} and data["partial"] and data["cameras"]["CAM_BACK"] == "blank"

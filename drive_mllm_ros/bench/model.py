@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from ..answers import ScoredAnswer
 from ..fast_decode import synchronize
 from ..images import camera_set_to_rgb
 from ..memory import keep_freed_memory
@@ -210,8 +211,10 @@ def cpu_path_ms(model: DrivingModel, messages: list[Any], answers: list[str], re
         def prepare(self, views: list[Any]) -> Any:
             return model.prepare(views)
 
-        def answer(self, frame: Any, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
-            return answers[: len(questions)]
+        def answer_scored(
+            self, frame: Any, questions: list[str], max_new_tokens: int | list[int] = 128
+        ) -> list[ScoredAnswer]:
+            return [ScoredAnswer(text) for text in answers[: len(questions)]]
 
     names = list(model.builder.rig.names)
     analyzer = SceneAnalyzer(
