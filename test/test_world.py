@@ -1,4 +1,5 @@
-"""Synthetic world: projection geometry, listing rule, determinism, DriveLM schema, nuscenes-devkit loading."""
+"""Synthetic world: projection geometry (both rigs), listing rule, determinism, DriveLM schema, nuscenes-devkit
+loading, conditions and rig recorded in the data and kept by `eval prepare` and the training loader."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 
 from drive_mllm_ros.cameras import NUSCENES_CAMERAS
-from drive_mllm_ros.data.render import nuscenes_cameras, object_box, project_object, transform_points
+from drive_mllm_ros.data.render import ALT_CALIBRATION, nuscenes_cameras, object_box, project_object, transform_points
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.data.synthetic import main as world_main
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand, build_world
 from drive_mllm_ros.drivelm import QA_STAGES, TAG_PATTERN
+from drive_mllm_ros.evaluation.prepare import prepare_file
 
 WIDTH, HEIGHT = 320, 180
+SMALL = (224, 126)
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,15 @@ def dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
     generate(WorldOptions(out, scenes=3, seed=7, duration=2.0, width=WIDTH, height=HEIGHT, val_fraction=0.34,
                           scenarios=("lead_brake", "pedestrian_crossing", "turn_left")))
+    return out
+
+
+@pytest.fixture(scope="module")
+def alt_dataset(tmp_path_factory) -> Path:
+    """The alternative rig, one scene at night and one in fog."""
+    out = tmp_path_factory.mktemp("alt_world")
+    generate(WorldOptions(out, scenes=2, seed=3, duration=1.5, width=SMALL[0], height=SMALL[1], val_fraction=0.0,
+                          scenarios=("lead_brake", "pedestrian_crossing"), conditions=("night", "fog"), rig="alt"))
     return out
 
 
@@ -54,7 +66,16 @@ def test_devkit_loads_the_dataroot(dataset):
 
 
 def test_tags_are_projections_of_box_centres_through_the_devkit(dataset):
-    """Every key-object tag equals the devkit's projection of an annotated box centre in the tag's camera."""
+    assert tags_checked_through_the_devkit(dataset, WIDTH, HEIGHT) > 10
+
+
+def test_alt_rig_tags_are_projections_of_box_centres_through_the_devkit(alt_dataset):
+    assert tags_checked_through_the_devkit(alt_dataset, *SMALL) > 5
+
+
+def tags_checked_through_the_devkit(dataset: Path, width: int, height: int) -> int:
+    """Every key-object tag equals the devkit's projection of an annotated box centre in the tag's camera (through
+    the calibration the tables hold); returns how many tags were checked."""
     nusc = NuScenes(version="v1.0-mini", dataroot=str(dataset / "nuscenes"), verbose=False)
     checked = 0
     for scene in load_drivelm(dataset).values():
@@ -67,18 +88,19 @@ def test_tags_are_projections_of_box_centres_through_the_devkit(dataset):
                                     if b.center[2] > 0])
                 assert np.abs(centres - [float(x), float(y)]).max(axis=1).min() <= 0.05 + 1e-6
                 x1, y1, x2, y2 = info["2d_bbox"]
-                assert 0 <= x1 <= float(x) <= x2 <= WIDTH and 0 <= y1 <= float(y) <= y2 <= HEIGHT
+                assert 0 <= x1 <= float(x) <= x2 <= width and 0 <= y1 <= float(y) <= y2 <= height
                 checked += 1
-    assert checked > 10
+    return checked
 
 
-def test_listing_rule_and_box_projection():
+@pytest.mark.parametrize("rig", ["nuscenes", "alt"])
+def test_listing_rule_and_box_projection(rig):
     """Listed iff the centre is in front and inside; the 2-D box of a box fully in front is its corners' span."""
     world = build_world("cruise", seed=3)
     for _ in range(24):
         state = world.step(1 / 12)
     listed = 0
-    for camera in nuscenes_cameras(WIDTH, HEIGHT):
+    for camera in nuscenes_cameras(WIDTH, HEIGHT, rig=rig):
         to_camera = camera.world_to_camera(state.ego_x, state.ego_y, state.ego_yaw)
         for obj in state.objects:
             projection = project_object(camera, to_camera, obj)
@@ -125,7 +147,8 @@ def test_drivelm_schema(dataset):
     for scene in drivelm.values():
         assert set(scene) == {"scene_description", "key_frames"} and scene["scene_description"]
         for frame in scene["key_frames"].values():
-            assert set(frame) == {"key_object_infos", "QA", "image_paths"}
+            assert set(frame) == {"key_object_infos", "QA", "image_paths", "condition", "rig"}
+            assert (frame["condition"], frame["rig"]) == ("clear", "nuscenes")
             for info in frame["key_object_infos"].values():
                 assert set(info) == {"Category", "Status", "Visual_description", "2d_bbox"}
                 assert len(info["2d_bbox"]) == 4
@@ -183,7 +206,41 @@ def test_ego_follows_commands_and_presets_build():
     (["--width", "8"], "--width/--height"),
     (["--duration", "-1"], "--duration"),
     (["--scenarios", "flying_cars"], "--scenarios"),
+    (["--condition", "clear", "snow"], "--condition: unknown ['snow']"),
+    (["--rig", "roof"], "--rig: unknown 'roof'"),
 ])
 def test_impossible_world_arguments(tmp_path, capsys, argv, message):
     assert world_main(["--out", str(tmp_path / "w"), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_conditions_and_rig_are_recorded_in_the_tables_and_drivelm(alt_dataset):
+    tables = alt_dataset / "nuscenes" / "v1.0-mini"
+    scenes = json.loads((tables / "scene.json").read_text())
+    assert [s["description"].rsplit(" (", 1)[1] for s in scenes] == ["condition=night, rig=alt)",
+                                                                      "condition=fog, rig=alt)"]
+    drivelm = load_drivelm(alt_dataset)
+    by_scene = {s["token"]: s["description"] for s in scenes}
+    for token, scene in drivelm.items():
+        assert scene["key_frames"]
+        for frame in scene["key_frames"].values():
+            assert f"condition={frame['condition']}, rig={frame['rig']}" in by_scene[token] and frame["rig"] == "alt"
+    heights = {round(row["translation"][2], 2) for row in json.loads((tables / "calibrated_sensor.json").read_text())}
+    assert heights == {calibration[2] for calibration in ALT_CALIBRATION.values()}
+
+
+def test_prepare_and_the_training_loader_keep_the_condition(alt_dataset, tmp_path):
+    from drive_mllm_ros.cameras import CameraRig
+    from drive_mllm_ros.prompt import PromptBuilder
+    from drive_mllm_ros.train.arguments import DataArguments
+    from drive_mllm_ros.train.data import DataReport, read_drivelm
+
+    source = alt_dataset / "drivelm" / "v1_1_train_nus.json"
+    test = prepare_file(source, tmp_path / "test.json")
+    frames = [frame for scene in test.values() for frame in scene["key_frames"].values()]
+    assert sorted({frame["condition"] for frame in frames}) == ["fog", "night"]
+    assert {frame["rig"] for frame in frames} == {"alt"}
+    builder = PromptBuilder(rig=CameraRig(image_size=SMALL), layout="per_view")
+    report = DataReport()
+    samples = read_drivelm(source, None, builder, DataArguments(drivelm_json=str(source)), report)
+    assert samples and report.frames == len(frames) and report.missing_image_frames == 0

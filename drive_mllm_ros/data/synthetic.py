@@ -3,8 +3,11 @@
 Writes ``OUT/nuscenes`` (a dataroot that ``nuscenes-devkit`` opens as ``--version``, see
 ``nuscenes_export``) and ``OUT/drivelm/v1_1_{train,val}_nus.json`` (DriveLM v1.1, see ``drivelm_qa``),
 whose ``image_paths`` are ``../nuscenes/samples/...`` relative to the JSON's folder. Scenes cycle
-through the scenario presets of ``world.SCENARIOS``; each scene has its own seed derived from
-``--seed``, so the output is deterministic. Cameras sweep at 12 Hz, key frames every sixth sweep (2 Hz).
+through the scenario presets of ``world.SCENARIOS`` and the conditions of ``--condition`` (``render.LOOKS``:
+clear, night, rain, fog); ``--rig`` picks the camera rig (``render.RIGS``). Each scene has its own seed
+derived from ``--seed`` (noise and rain included), so the output is deterministic. The condition and rig are
+recorded in the scene table's description ("... (condition=night, rig=alt)") and in every DriveLM key
+frame ("condition", "rig"). Cameras sweep at 12 Hz, key frames every sixth sweep (2 Hz).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from tqdm import tqdm
 from ..cameras import NUSCENES_IMAGE_SIZE
 from .drivelm_qa import FrameQA, SeenObject, ego_corridor, in_ego_path
 from .nuscenes_export import NuScenesWriter, image_filename, token
-from .render import Camera, Renderer, nuscenes_cameras, project_object, yaw_quaternion
+from .render import CONDITIONS, RIGS, Camera, Renderer, nuscenes_cameras, project_object, yaw_quaternion
 from .world import OBJECT_CLASSES, SCENARIOS, ObjectState, WorldState, build_world
 
 SWEEP_HZ = 12
@@ -49,6 +52,8 @@ class WorldOptions:
     density: float = 0.5
     jpeg_quality: int = 90
     scenarios: tuple[str, ...] = tuple(SCENARIOS)
+    conditions: tuple[str, ...] = ("clear",)  # cycled through per scene, like the scenarios
+    rig: str = "nuscenes"
 
     def check(self) -> None:
         problems = []
@@ -66,6 +71,12 @@ class WorldOptions:
             problems.append(f"--jpeg-quality: expected 1..100, got {self.jpeg_quality}")
         if unknown := [s for s in self.scenarios if s not in SCENARIOS]:
             problems.append(f"--scenarios: unknown {unknown}; expected names from {sorted(SCENARIOS)}")
+        if not self.conditions:
+            problems.append(f"--condition: expected at least one of {list(CONDITIONS)}")
+        elif unknown := [c for c in self.conditions if c not in CONDITIONS]:
+            problems.append(f"--condition: unknown {unknown}; expected names from {list(CONDITIONS)}")
+        if self.rig not in RIGS:
+            problems.append(f"--rig: unknown '{self.rig}'; expected one of {sorted(RIGS)}")
         if (self.out / "nuscenes" / self.version).exists():
             problems.append(f"--out {self.out}: {self.out / 'nuscenes' / self.version} exists already; "
                             "choose an empty folder")
@@ -131,22 +142,25 @@ class SceneWriter:
         self.writer = writer
         self.qa = qa
         self.progress = progress
-        self.cameras = nuscenes_cameras(options.width, options.height)
+        self.cameras = nuscenes_cameras(options.width, options.height, rig=options.rig)
         self.mask_cameras = nuscenes_cameras(max(16, round(options.width * MASK_SCALE)),
-                                             max(16, round(options.height * MASK_SCALE)))
-        self.renderer = Renderer(self.cameras)
+                                             max(16, round(options.height * MASK_SCALE)), rig=options.rig)
+        self.renderer = Renderer(self.cameras)  # replaced by each scene's condition in write()
         self.dataroot = options.out / "nuscenes"
 
-    def write(self, index: int, scenario: str, seed: int, sweeps: int) -> tuple[str, dict, str]:
+    def write(self, index: int, scenario: str, seed: int, sweeps: int,
+              condition: str = "clear") -> tuple[str, dict, str]:
         """(scene token, DriveLM scene entry, log token)."""
         name = f"scene-{index + 1:04d}"
         log_name = f"synthetic-s{self.options.seed}-{index + 1:04d}"
         log_token = self.writer.add_log(log_name, "synthetic-city", "2018-08-01")
         description, states = simulate(scenario, seed, sweeps, self.options.density)
+        self.renderer = Renderer(self.cameras, condition, seed)  # per scene: its condition, its noise seed
         stamps = [FIRST_TIMESTAMP_US + index * SCENE_SPACING_US + round(i * 1e6 / SWEEP_HZ) for i in range(sweeps)]
         key_indices = list(range(0, sweeps, KEY_FRAME_EVERY))
         sample_tokens = [token("sample", name, i) for i in key_indices]
-        scene_token = self.writer.add_scene(name, description, log_token, sample_tokens)
+        table_description = f"{description} (condition={condition}, rig={self.options.rig})"
+        scene_token = self.writer.add_scene(name, table_description, log_token, sample_tokens)
         self.writer.add_samples(scene_token, sample_tokens, [stamps[i] for i in key_indices])
         cs_tokens = {c.name: self.writer.add_calibrated_sensor(name, c.name, c.translation, c.rotation, c.intrinsic)
                      for c in self.cameras}
@@ -158,7 +172,7 @@ class SceneWriter:
             if key:
                 entry = self._key_frame(name, sample_token, states[i], states[i + 1:i + 1 + HORIZON_SWEEPS], paths)
                 if entry is not None:
-                    key_frames[sample_token] = entry
+                    key_frames[sample_token] = {**entry, "condition": condition, "rig": self.options.rig}
             self.progress.update(1)
         return scene_token, {"scene_description": description, "key_frames": key_frames}, log_token
 
@@ -223,8 +237,9 @@ def generate(options: WorldOptions) -> dict[str, float]:
         scene_writer = SceneWriter(options, writer, qa, progress)
         for index in range(options.scenes):
             scenario = options.scenarios[index % len(options.scenarios)]
+            condition = options.conditions[index % len(options.conditions)]
             scene_seed = options.seed * 100_003 + index
-            scene_token, entry, log_token = scene_writer.write(index, scenario, scene_seed, sweeps)
+            scene_token, entry, log_token = scene_writer.write(index, scenario, scene_seed, sweeps, condition)
             splits["val" if index >= options.scenes - val_count else "train"][scene_token] = entry
             log_tokens.append(log_token)
     writer.close(_map_mask(), log_tokens)
@@ -250,13 +265,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--density", type=float, default=0.5, help="background traffic density 0..1")
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"presets to cycle: {list(SCENARIOS)}")
+    p.add_argument("--condition", nargs="+", default=["clear"], dest="conditions",
+                   help=f"conditions to cycle per scene: {list(CONDITIONS)}")
+    p.add_argument("--rig", default="nuscenes", help=f"camera rig: {sorted(RIGS)}")
     return p
 
 
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     options = WorldOptions(args.out, args.scenes, args.seed, args.duration, args.width, args.height, args.version,
-                           args.val_fraction, args.density, args.jpeg_quality, tuple(args.scenarios))
+                           args.val_fraction, args.density, args.jpeg_quality, tuple(args.scenarios),
+                           tuple(args.conditions), args.rig)
     try:
         figures = generate(options)
     except ValueError as err:

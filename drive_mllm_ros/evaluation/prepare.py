@@ -10,6 +10,7 @@ Per frame (DriveLM challenge/extract_data.py, then convert_data.py):
 - behavior: every QA (accuracy, made a four-option multiple choice).
 The official scripts draw distractors unseeded; here a seeded generator makes the file reproducible.
 Selected QA are copied, so one QA picked twice keeps both tags (the official script mutates it in place).
+A frame's recording condition and rig (`testset.FRAME_METADATA`) are kept, for per-condition scores.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..drivelm import OPTION_LETTERS, QA_STAGES, SPEED_CLASSES, STEERING_CLASSES, behavior_sentence, format_options
-from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, key_frames, load_json
+from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, frame_metadata, key_frames, load_json
 
 OPTIONS_PROMPT = " Please select the correct answer from the following options: "
 # Choices of the official convert_data.py (a superset of drivelm.MOVING_STATUS_OPTIONS).
@@ -116,7 +117,8 @@ def prepare(drivelm: dict, seed: int = 0, what: str = "DriveLM JSON") -> dict:
         if not isinstance(frame_data, dict):
             raise ValueError(f"{where}: expected an object with 'QA', 'key_object_infos' and 'image_paths'")
         frames = test.setdefault(scene, {"key_frames": {}})["key_frames"]
-        frames[frame] = {"QA": frame_test_qa(frame_data, rng, where), "image_paths": frame_data.get("image_paths", {})}
+        frames[frame] = {"QA": frame_test_qa(frame_data, rng, where), "image_paths": frame_data.get("image_paths", {}),
+                         **frame_metadata(frame_data, where)}
     return test
 
 

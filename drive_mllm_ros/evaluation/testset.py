@@ -2,6 +2,8 @@
 
 Ids are `{scene}_{frame}_{i}` with `i` counting the frame's QA in the order perception, prediction,
 planning, behavior, whatever the key order in the file (as the official evaluation.py does).
+A frame may say what it was recorded in (`FRAME_METADATA`: `"condition": "night"`, `"rig": "alt"`, written by
+`drive-mllm world`); scores are also reported per condition, and a frame without one counts as clear.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from ..drivelm import QA_STAGES, STAGES
 
 # Tags of the official scorer: which metric an item feeds.
 TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH = 0, 1, 2, 3
+FRAME_METADATA = ("condition", "rig")  # optional per-frame strings, kept by 'eval prepare'
+DEFAULT_CONDITION = "clear"
 # nuScenes sample file names end in `__CAM_FRONT__{timestamp_us}.jpg`.
 CAM_FRONT_STAMP = re.compile(r"__CAM_FRONT__(\d+)\.\w+$")
 
@@ -28,6 +32,7 @@ class GtItem:
     question: str
     answer: str
     tags: tuple[int, ...]
+    condition: str = DEFAULT_CONDITION  # the frame's recording condition
 
 
 def load_json(path: str | Path, what: str) -> object:
@@ -54,6 +59,14 @@ def frame_qa(frame: dict, where: str) -> list[dict]:
     return items
 
 
+def frame_metadata(frame: dict, where: str) -> dict[str, str]:
+    """The frame's `FRAME_METADATA` entries that are present."""
+    metadata = {key: frame[key] for key in FRAME_METADATA if key in frame}
+    if bad := [key for key, value in metadata.items() if not isinstance(value, str) or not value]:
+        raise ValueError(f"{where}: expected {bad} to be a non-empty string such as 'night'")
+    return metadata
+
+
 def key_frames(data: object, what: str) -> list[tuple[str, str, dict]]:
     """(scene, frame, frame data) for every key frame of a DriveLM-shaped file."""
     if not isinstance(data, dict):
@@ -73,6 +86,7 @@ def load_test(path: str | Path) -> list[GtItem]:
     items = []
     for scene, frame, frame_data in key_frames(load_json(path, "GT test file"), what):
         where = f"{what}, scene '{scene}' frame '{frame}'"
+        condition = frame_metadata(frame_data, where).get("condition", DEFAULT_CONDITION)
         for index, qa in enumerate(frame_qa(frame_data, where)):
             if not (
                 isinstance(qa, dict)
@@ -81,7 +95,8 @@ def load_test(path: str | Path) -> list[GtItem]:
                 and isinstance(qa.get("tag"), list)
             ):
                 raise ValueError(f"{where}, QA {index}: expected {{Q: str, A: str, tag: [int]}} (run 'eval prepare')")
-            items.append(GtItem(f"{scene}_{frame}_{index}", scene, frame, index, qa["Q"], qa["A"], tuple(qa["tag"])))
+            items.append(GtItem(f"{scene}_{frame}_{index}", scene, frame, index, qa["Q"], qa["A"], tuple(qa["tag"]),
+                                condition))
     return items
 
 
