@@ -1,7 +1,9 @@
-"""Hand-worked cases of the official scoring: final formula, language scorers, match, gating, accuracy."""
+"""Hand-worked cases of the official scoring: final formula, language scorers, match, gating, accuracy, and the
+same metrics per recording condition."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -12,8 +14,9 @@ from pycocoevalcap.rouge.rouge import Rouge
 from drive_mllm_ros.evaluation.language import language_scores
 from drive_mllm_ros.evaluation.match import decimal_points, has_malformed_coordinates, match_result
 from drive_mllm_ros.evaluation.predictions import InputIssues
+from drive_mllm_ros.evaluation.report import write_report
 from drive_mllm_ros.evaluation.score import PAPER_TABLE, evaluate, final_score, gate, language_score
-from drive_mllm_ros.evaluation.testset import TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH, GtItem
+from drive_mllm_ros.evaluation.testset import TAG_ACCURACY, TAG_LANGUAGE, TAG_MATCH, GtItem, load_test
 from drive_mllm_ros.evaluation.tokenizer import ptb_tokenize
 
 
@@ -81,8 +84,8 @@ def test_malformed_coordinates_are_detected() -> None:
     assert not has_malformed_coordinates("<c1,CAM_FRONT,812.4,466.0> and <c2,CAM_BACK,1.5,2.5>")
 
 
-def item(index: int, question: str, answer: str, tag: int, frame: str = "f") -> GtItem:
-    return GtItem(f"s_{frame}_{index}", "s", frame, index, question, answer, (tag,))
+def item(index: int, question: str, answer: str, tag: int, frame: str = "f", condition: str = "clear") -> GtItem:
+    return GtItem(f"s_{frame}_{index}", "s", frame, index, question, answer, (tag,), condition)
 
 
 C1, C2 = "<c1,CAM_FRONT,812.4,466.0>", "<c2,CAM_BACK,300.5,500.2>"
@@ -116,3 +119,59 @@ def test_accuracy_compares_whole_strings() -> None:
     scores = evaluate(frame, {"s_f_0": "B.", "s_f_1": "yes.", "s_f_2": "No."}, InputIssues())
     assert scores["accuracy"] == pytest.approx(1 / 3)
     assert scores["final"] is None and scores["judge"] is None  # no judge: judge parts missing
+
+
+def condition_frame(frame: str, condition: str) -> list[GtItem]:
+    """Four items without points in their questions (so nothing is gated out)."""
+    return [item(0, "What are the important objects?", "A white car to the front.", TAG_LANGUAGE, frame, condition),
+            item(1, "Moving status? A. x B. y", "A", TAG_ACCURACY, frame, condition),
+            item(2, "Would it cross?", "Yes.", TAG_ACCURACY, frame, condition),
+            item(3, "Which objects first?", f"Firstly {C1}.", TAG_MATCH, frame, condition)]
+
+
+CONDITION_ITEMS = condition_frame("c", "clear") + condition_frame("n", "night")
+# Clear answered perfectly; at night the first choice, the description and the point are wrong.
+CONDITION_ANSWERS = {**{f"s_c_{i}": it.answer for i, it in enumerate(CONDITION_ITEMS[:4])},
+                     "s_n_0": "A red truck to the back.", "s_n_1": "B", "s_n_2": "Yes.",
+                     "s_n_3": "Firstly <c1,CAM_FRONT,900.4,466.0>."}
+
+
+def test_every_metric_is_reported_per_condition() -> None:
+    scores = evaluate(CONDITION_ITEMS, CONDITION_ANSWERS, InputIssues())
+    clear, night = scores["by_condition"]["clear"], scores["by_condition"]["night"]
+    assert list(scores["by_condition"]) == ["clear", "night"]
+    assert (scores["accuracy"], clear["accuracy"], night["accuracy"]) == (0.75, 1.0, 0.5)
+    assert clear["match_f1"] == pytest.approx(100, abs=1e-5) and night["match_f1"] == 0.0
+    assert scores["match_f1"] == pytest.approx(50, abs=1e-5)
+    assert clear["language"]["Bleu_1"] == pytest.approx(1.0) and night["language"]["Bleu_1"] < 0.5
+    assert clear["judge_free_final"] > scores["judge_free_final"] > night["judge_free_final"]
+    assert clear["items"]["total"] == night["items"]["total"] == 4 and scores["items"]["total"] == 8
+    # One code path: a condition's scores are exactly the scores of its frames alone.
+    for condition, items in (("clear", CONDITION_ITEMS[:4]), ("night", CONDITION_ITEMS[4:])):
+        alone = evaluate(items, CONDITION_ANSWERS, InputIssues())
+        assert list(alone["by_condition"]) == [condition]
+        assert {**alone, "by_condition": None} == {**scores["by_condition"][condition], "by_condition": None}
+
+
+def test_frames_without_a_condition_count_as_clear_and_the_report_has_a_row_per_condition(tmp_path) -> None:
+    frames = {}
+    for frame, condition in (("a", None), ("b", "night")):
+        qa = {"perception": [], "prediction": [{"Q": "Would it cross?", "A": "Yes.", "tag": [TAG_ACCURACY]}],
+              "planning": [], "behavior": []}
+        frames[frame] = {"QA": qa, "image_paths": {}, **({"condition": condition} if condition else {})}
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps({"s": {"key_frames": frames}}))
+    assert [it.condition for it in load_test(test)] == ["clear", "night"]
+    scores = evaluate(load_test(test), {"s_a_0": "Yes.", "s_b_0": "No."}, InputIssues())
+    write_report(scores, InputIssues(), tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "scores.json").read_text())["by_condition"]["night"]["accuracy"] == 0.0
+    report = (tmp_path / "out" / "report.md").read_text()
+    for row in ("| all | 2 | 0.5000 |", "| clear | 1 | 1.0000 |", "| night | 1 | 0.0000 |"):
+        assert row in report
+
+
+def test_a_condition_that_is_not_a_string_is_refused(tmp_path) -> None:
+    test = tmp_path / "test.json"
+    test.write_text(json.dumps({"s": {"key_frames": {"a": {"QA": {}, "condition": 3}}}}))
+    with pytest.raises(ValueError, match="frame 'a': expected \\['condition'\\] to be a non-empty string"):
+        load_test(test)

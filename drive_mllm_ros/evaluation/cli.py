@@ -5,8 +5,8 @@
   drive-mllm eval score --gt TEST.json (--pred PRED.json | --from-bag BAG [--scene-topic T]) --out DIR
                         [--judge-url URL --judge-model NAME]
 
-`score` writes DIR/scores.json, DIR/report.md and DIR/subscores.png. The judge key, if the endpoint needs
-one, is read from OPENAI_API_KEY. Exit status: 0 scored, 1 scored but the judge failed, 2 bad input.
+`score` writes DIR/scores.json, DIR/report.md (both overall and per recording condition) and DIR/subscores.png.
+The judge key, if the endpoint needs one, is read from OPENAI_API_KEY. Exit status: 0 scored, 1 scored but the judge failed, 2 bad input.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import sys
 
 from .from_bag import DEFAULT_SCENE_TOPIC, DEFAULT_TOLERANCE_MS, predictions_from_messages, scene_messages
 from .judge import Judge
-from .predictions import InputIssues, collect_answers, read_prediction_file
+from .predictions import InputIssues, read_prediction_file
 from .prepare import prepare_file
 from .report import write_report
-from .score import evaluate
+from .score import score_predictions
 from .testset import cam_front_stamps, load_test
 
 
@@ -65,12 +65,11 @@ def run_score(args: argparse.Namespace) -> int:
         messages = scene_messages(args.from_bag, args.scene_topic)
         entries = predictions_from_messages(messages, items, cam_front_stamps(args.gt), issues,
                                             args.stamp_tolerance_ms)
-    answers = collect_answers(entries, {item.id for item in items}, issues)
     judge = None
     if args.judge_url:
         judge = Judge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY"), args.judge_timeout_s,
                       args.judge_workers)
-    scores = evaluate(items, answers, issues, judge)
+    scores = score_predictions(items, entries, issues, judge)
     paths = write_report(scores, issues, args.out, args.label)
     print(f"final {scores['final']}, judge-free final {scores['judge_free_final']}; wrote {', '.join(map(str, paths))}")
     for kind, count in issues.counts.items():

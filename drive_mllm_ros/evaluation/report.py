@@ -1,4 +1,5 @@
-"""Write a score: scores.json, report.md (the paper's rows beside ours) and subscores.png."""
+"""Write a score: scores.json, report.md (the paper's rows beside ours, then one row per condition) and
+subscores.png."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from pathlib import Path
 from .predictions import InputIssues
 from .score import PAPER_TABLE, PaperRow
 
-COLUMNS = ("Model", "Params", "Acc", "Judge", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE_L", "CIDEr", "Match",
-           "Final")
+METRIC_COLUMNS = ("Acc", "Judge", "BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "ROUGE_L", "CIDEr", "Match", "Final")
+COLUMNS = ("Model", "Params", *METRIC_COLUMNS)
+# Per condition, the judge-free figures too: without a judge they are the only complete ones.
+CONDITION_COLUMNS = ("Condition", "Items", *METRIC_COLUMNS, "Match F1", "Judge-free final")
+OVERALL = "all"
 MISSING = "—"
 
 
@@ -23,19 +27,40 @@ def paper_cells(row: PaperRow) -> list[str]:
             cell(row.cider), cell(row.match, 2), cell(row.final)]
 
 
-def our_cells(scores: dict, label: str) -> list[str]:
+def metric_cells(scores: dict) -> list[str]:
+    """The METRIC_COLUMNS cells of one score dict (overall or one condition's)."""
     language = scores["language"] or {}
     bleu = [language.get(f"Bleu_{n}") for n in range(1, 5)]
-    return [f"**{label}**", "", cell(scores["accuracy"]), cell(scores["judge"], 2), *map(cell, bleu),
-            cell(language.get("ROUGE_L")), cell(language.get("CIDEr")), cell(scores["match"], 2),
-            cell(scores["final"])]
+    return [cell(scores["accuracy"]), cell(scores["judge"], 2), *map(cell, bleu), cell(language.get("ROUGE_L")),
+            cell(language.get("CIDEr")), cell(scores["match"], 2), cell(scores["final"])]
+
+
+def our_cells(scores: dict, label: str) -> list[str]:
+    return [f"**{label}**", "", *metric_cells(scores)]
+
+
+def condition_cells(name: str, scores: dict) -> list[str]:
+    return [name, str(scores["items"]["total"]), *metric_cells(scores), cell(scores["match_f1"], 2),
+            cell(scores["judge_free_final"])]
+
+
+def condition_rows(scores: dict) -> list[list[str]]:
+    """The overall row, then one row per condition (CONDITION_COLUMNS)."""
+    by_condition = scores.get("by_condition") or {}
+    return [condition_cells(OVERALL, scores), *(condition_cells(name, s) for name, s in by_condition.items())]
+
+
+def table(header: tuple[str, ...] | list[str], rows: list) -> list[str]:
+    """Markdown table lines."""
+    return ["| " + " | ".join(row) + " |" for row in (header, ("---",) * len(header), *rows)]
 
 
 def markdown(scores: dict, issues: InputIssues, label: str) -> str:
-    rows = [COLUMNS, ("---",) * len(COLUMNS), *map(paper_cells, PAPER_TABLE), our_cells(scores, label)]
     lines = ["# DriveLM evaluation", "", "Paper rows: Mini-InternVL (arXiv 2410.16261) Table 4, "
              "DriveLM-nuScenes v1.1 val. Ours: this run.", ""]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += table(COLUMNS, [*map(paper_cells, PAPER_TABLE), our_cells(scores, label)])
+    lines += ["", "## Per condition", "", "Frames without a recorded condition count as clear.", ""]
+    lines += table(CONDITION_COLUMNS, condition_rows(scores))
     terms = scores["terms"]
     lines += ["", "## Final score terms (official weights)", "",
               f"- judge 0.4 x Judge/100: {cell(terms['judge'])}",

@@ -5,16 +5,20 @@ Lang = (BLEU-1 + BLEU-2 + BLEU-3 + BLEU-4)/12 + ROUGE_L/3 + CIDEr/30 and
 Match = (mean match F1 x 100 + judge score of the same items) / 2.
 Without a judge the official final cannot be formed; `judge_free_final` is the same formula with
 every judge rating counted as 0 (a lower bound), reported beside the terms that are known.
+Every metric is also computed per recording condition (`by_condition`): gating is per frame and a
+condition is per frame, so a condition's scores are the same computation over its frames' items.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .judge import Judge, JudgeError
 from .language import LANGUAGE_KEYS, language_scores
 from .match import has_malformed_coordinates, in_graph, match_result
-from .predictions import InputIssues
+from .predictions import InputIssues, collect_answers
 from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, GtItem
 
 WEIGHTS = {"judge": 0.4, "language": 0.2, "match": 0.2, "accuracy": 0.2}
@@ -72,7 +76,26 @@ class Scored:
     judge: list[tuple[GtItem, str]] = field(default_factory=list)
     language: list[tuple[GtItem, str]] = field(default_factory=list)
     match: list[tuple[GtItem, str]] = field(default_factory=list)
-    gated_out: int = 0
+    gated: list[GtItem] = field(default_factory=list)
+
+    @property
+    def gated_out(self) -> int:
+        return len(self.gated)
+
+    def subset(self, keep: Callable[[GtItem], bool]) -> Scored:
+        """The items of some frames only (gating is per frame, so this is exactly those frames' scoring)."""
+        buckets = ([(item, answer) for item, answer in bucket if keep(item)]
+                   for bucket in (self.accuracy, self.judge, self.language, self.match))
+        return Scored(*buckets, [item for item in self.gated if keep(item)])
+
+
+@dataclass(frozen=True)
+class Ratings:
+    """Judge ratings (0..100) by item id, for the judged open questions and the match items."""
+
+    judge: dict[str, float] = field(default_factory=dict)
+    match: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
 
 
 def gate(items: list[GtItem], answers: dict[str, str], issues: InputIssues) -> Scored:
@@ -84,7 +107,7 @@ def gate(items: list[GtItem], answers: dict[str, str], issues: InputIssues) -> S
         if item.index == 0:
             graph, _ = match_result(answer, item.answer)
         elif not in_graph(item.question, graph):
-            scored.gated_out += 1
+            scored.gated.append(item)
             continue
         if (item.index == 0 or TAG_MATCH in item.tags) and has_malformed_coordinates(answer):
             issues.add("malformed_coordinates", item.id)
@@ -109,21 +132,51 @@ def judge_ratings(judge: Judge, pairs: list[tuple[GtItem, str]], answers: dict[s
     return ratings
 
 
-def evaluate(items: list[GtItem], answers: dict[str, str], issues: InputIssues, judge: Judge | None = None) -> dict:
-    """All scores of one prediction set; the judge parts are None without a usable judge."""
-    scored = gate(items, answers, issues)
+def rate(judge: Judge, scored: Scored, answers: dict[str, str], issues: InputIssues) -> Ratings:
+    """Every judged item rated once; a judge failure leaves no ratings and its error."""
+    try:
+        by_id = [{item.id: rating for (item, _), rating in zip(pairs, judge_ratings(judge, pairs, answers, issues),
+                                                                strict=True)}
+                 for pairs in (scored.judge, scored.match)]
+    except JudgeError as error:
+        return Ratings(error=str(error))
+    return Ratings(*by_id)
+
+
+def metrics(scored: Scored, ratings: Ratings | None, total: int) -> dict:
+    """All scores of a set of gated items; the judge parts are None without usable ratings."""
     accuracy = mean([float(answer == item.answer) for item, answer in scored.accuracy])
     language = (language_scores([a for _, a in scored.language], [item.answer for item, _ in scored.language])
                 if scored.language else None)
     match_f1 = mean([match_result(answer, item.answer)[1] * 100 for item, answer in scored.match])
-    judge_error, judge_open, judge_match = None, None, None
-    if judge is not None:
-        try:
-            judge_open = mean(judge_ratings(judge, scored.judge, answers, issues))
-            judge_match = mean(judge_ratings(judge, scored.match, answers, issues))
-        except JudgeError as error:
-            judge_error, judge_open, judge_match = str(error), None, None
-    return summarize(accuracy, language, match_f1, judge_open, judge_match, judge_error, scored, len(items))
+    judge_open, judge_match = None, None
+    if ratings is not None and ratings.error is None:
+        judge_open = mean([ratings.judge[item.id] for item, _ in scored.judge])
+        judge_match = mean([ratings.match[item.id] for item, _ in scored.match])
+    judge_error = None if ratings is None else ratings.error
+    return summarize(accuracy, language, match_f1, judge_open, judge_match, judge_error, scored, total)
+
+
+def condition_counts(items: Iterable[GtItem]) -> dict[str, int]:
+    """Items per recording condition, conditions in name order."""
+    return dict(sorted(Counter(item.condition for item in items).items()))
+
+
+def evaluate(items: list[GtItem], answers: dict[str, str], issues: InputIssues, judge: Judge | None = None) -> dict:
+    """All scores of one prediction set, overall and per condition (`by_condition`); the judge parts are None
+    without a usable judge."""
+    scored = gate(items, answers, issues)
+    ratings = None if judge is None else rate(judge, scored, answers, issues)
+    scores = metrics(scored, ratings, len(items))
+    scores["by_condition"] = {
+        condition: metrics(scored.subset(lambda item, condition=condition: item.condition == condition), ratings, count)
+        for condition, count in condition_counts(items).items()}
+    return scores
+
+
+def score_predictions(items: list[GtItem], entries: Iterable, issues: InputIssues, judge: Judge | None = None) -> dict:
+    """Prediction entries ({id, question, answer}) checked against the GT ids, then scored."""
+    return evaluate(items, collect_answers(entries, {item.id for item in items}, issues), issues, judge)
 
 
 def summarize(accuracy: float | None, language: dict | None, match_f1: float | None, judge_open: float | None,
