@@ -4,7 +4,8 @@ A thin ROS shell: parameters (params.py), synchronization (sync.py), image conve
 (images.py), the model (model.py), the scene analysis (scene.py) and the output messages
 (outputs.py) are plain modules. Configure validates parameters and loads the model; activate
 subscribes and starts the worker. Subscription callbacks only store messages; one worker thread
-decodes and answers the newest complete set, so there is never a backlog.
+decodes and answers the newest complete set, so there is never a backlog. With `hard_cases.enabled`, frames
+judged hard (hard_cases.py) or flagged on `~/flag_frame` are handed to a recorder that writes on its own thread.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import rclpy
@@ -24,10 +26,12 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from . import outputs
 from .evaluation.testset import questions_by_stamp
+from .hard_cases import HardCase, HardCaseRecorder, header_stamp_ns, judge
 from .health import NodeHealth
 from .images import ImageConversionError, camera_set_to_rgb
 from .memory import keep_freed_memory
@@ -59,6 +63,10 @@ class DriveMllmNode(LifecycleNode):
         self._sets = LatestOnly()
         self._questions: queue.Queue[str] = queue.Queue(maxsize=16)
         self._last_frame: Any = None
+        self.recorder: HardCaseRecorder | None = None
+        self._flags: queue.Queue[str] = queue.Queue(maxsize=16)
+        self._last_case: tuple[CameraSet, Scene] | None = None  # the newest processed frame, for flags
+        self._flag_service = None
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._diagnostics_timer = None
@@ -70,6 +78,7 @@ class DriveMllmNode(LifecycleNode):
             by_stamp = questions_by_stamp(p.question_file) if p.question_file else {}
             self.key_frames = KeyFrameQuestions(by_stamp, int(p.question_file_tolerance * NS))
             self.model = self._load_model(p)
+            self.recorder = HardCaseRecorder(p.hard_cases, self.health.report) if p.hard_cases.enabled else None
         except (ValueError, ModelLoadError) as error:
             self.config_error = str(error)
             self.get_logger().error(f"configure failed: {error}")
@@ -91,6 +100,7 @@ class DriveMllmNode(LifecycleNode):
         if p.publish_annotated:
             self._outputs["annotated"] = pub(CompressedImage, "~/annotated", 2)
         self._outputs["diagnostics"] = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._flag_service = self.create_service(Trigger, "~/flag_frame", self._on_flag_service)
         self._diagnostics_timer = self.create_timer(p.diagnostics_period, self._publish_diagnostics)
         self.get_logger().info(
             f"configured: model {self.model.model_id} on {self.model.device}, "
@@ -129,6 +139,7 @@ class DriveMllmNode(LifecycleNode):
                 )
             )
         self._inputs.append(self.create_subscription(String, "~/question", self._on_question, 10))
+        self._inputs.append(self.create_subscription(String, "~/flag_frame", self._on_flag, 10))
         warmup_s = self.model.warmup(self.analyzer.batch_sizes(), self.analyzer.questions.largest_budget())
         if warmup_s:
             self.get_logger().info(f"decode steps compiled and captured in {warmup_s:.1f} s")
@@ -151,12 +162,23 @@ class DriveMllmNode(LifecycleNode):
         self._outputs.clear()
         if self._diagnostics_timer is not None:
             self.destroy_timer(self._diagnostics_timer)
-        self.model = self._last_frame = None
+        if self._flag_service is not None:
+            self.destroy_service(self._flag_service)
+            self._flag_service = None
+        self._close_recorder()
+        self.model = self._last_frame = self._last_case = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._stop_worker()
+        self._close_recorder()
         return TransitionCallbackReturn.SUCCESS
+
+    def _close_recorder(self) -> None:
+        """Frames already queued are written before the recorder stops."""
+        if self.recorder is not None:
+            self.recorder.close()
+            self.recorder = None
 
     def _stop_worker(self) -> None:
         self._stop.set()
@@ -168,7 +190,7 @@ class DriveMllmNode(LifecycleNode):
     def _on_image(self, camera: str, msg: Any) -> None:
         self._last_seen[camera] = time.monotonic()
         self.health.count(f"received {camera}")
-        stamp_ns = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+        stamp_ns = header_stamp_ns(msg)
         try:
             camera_set = self.sync.add(camera, stamp_ns, msg)
         except ValueError as error:  # defensive: the synchronizer only raises on misconfiguration
@@ -187,6 +209,25 @@ class DriveMllmNode(LifecycleNode):
         except queue.Full:
             self.health.report("question queue full", "~/question: too many pending questions, dropping new ones")
 
+    def _on_flag(self, msg: String) -> None:
+        self._flag(msg.data.strip() or "no reason given")
+
+    def _on_flag_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        response.success, response.message = self._flag("flag_frame service")
+        return response
+
+    def _flag(self, reason: str) -> tuple[bool, str]:
+        """Queue a flag for the worker: it keeps the newest processed frame (or the first one, if none yet)."""
+        if self.recorder is None:
+            self.health.report("flag while recording is off", "~/flag_frame: hard_cases.enabled is false, ignored")
+            return False, "hard-case recording is off (hard_cases.enabled: false)"
+        try:
+            self._flags.put_nowait(reason)
+        except queue.Full:
+            self.health.report("flag queue full", "~/flag_frame: too many pending flags, dropping new ones")
+            return False, "too many pending flags"
+        return True, "the newest processed frame will be kept"
+
     # ---- worker ------------------------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -194,6 +235,7 @@ class DriveMllmNode(LifecycleNode):
             try:
                 if camera_set is not None:
                     self._process(camera_set)
+                self._keep_flagged()  # cheap (hands a frame over), so before the questions
                 self._answer_questions()
             except Exception as error:  # the worker must outlive any bad frame
                 self.health.count("errors")
@@ -214,6 +256,8 @@ class DriveMllmNode(LifecycleNode):
         publishing = time.perf_counter()
         self._publish(scene, views)
         scene.latency_ms["publish"] = (time.perf_counter() - publishing) * 1e3
+        self._last_case = (camera_set, scene)
+        self._keep_if_hard(camera_set, scene)
         for stage, value in scene.latency_ms.items():
             self.health.add_latency(stage, value)
         self.health.count("sets processed")
@@ -254,6 +298,23 @@ class DriveMllmNode(LifecycleNode):
                 outputs.annotated_image(mosaic, scene, self.rig, self.params.annotated_jpeg_quality)
             )
 
+    def _keep_if_hard(self, camera_set: CameraSet, scene: Scene, flags: Sequence[str] = ()) -> None:
+        """Hand a hard (or flagged) frame to the recorder with the images the model saw (blank views left out)."""
+        if self.recorder is None:
+            return
+        verdict = judge(scene.qa, scene.unparsed, self.rig.names, self.params.hard_cases, flags)
+        if verdict.reasons:
+            seen = {c: m for c, m in camera_set.messages.items() if scene.cameras.get(c) == "ok"}
+            self.recorder.offer(HardCase(scene.to_dict(), scene.stamp_ns, verdict, seen))
+
+    def _keep_flagged(self) -> None:
+        if self._last_case is None or self._flags.empty():
+            return
+        reasons = []
+        while not self._flags.empty():
+            reasons.append(self._flags.get_nowait())
+        self._keep_if_hard(*self._last_case, flags=reasons)
+
     def _answer_questions(self) -> None:
         while not self._questions.empty():
             question = self._questions.get_nowait()
@@ -288,6 +349,8 @@ class DriveMllmNode(LifecycleNode):
             }
         )
         values.update({f"missing {c}": n for c, n in stats.missing_by_camera.items()})
+        if self.recorder is not None:
+            values.update(self.recorder.counts)
         if self.health.counters["errors"] or self.health.conditions:
             level, message = DiagnosticStatus.WARN, "serving; bad input or errors seen (see counts)"
         elif stale:
@@ -315,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         node._stop_worker()
+        node._close_recorder()
         node.destroy_node()
         rclpy.try_shutdown()
     return code

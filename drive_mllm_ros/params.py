@@ -11,6 +11,7 @@ from typing import Any
 
 from .cameras import DEFAULT_TOPIC_PATTERN, NUSCENES_CAMERAS, CameraRig
 from .drivelm import Q_BEHAVIOR_OPEN, Q_FUTURE_CONFLICT, Q_IMPORTANT_OBJECTS, Q_SAFE_ACTIONS, STAGES
+from .hard_cases import HardCaseSettings
 from .prompt import LAYOUTS, PromptBuilder, checkpoint_layout
 from .scene import OBJECT_SLOT, StageQuestions
 from .sync import MISSING_POLICIES
@@ -64,7 +65,12 @@ class NodeParams:
     annotated_jpeg_quality: int = 80
     trajectory_frame_id: str = "base_link"
     diagnostics_period: float = 1.0
+    hard_cases: HardCaseSettings = field(default_factory=HardCaseSettings)
     autostart: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.hard_cases, dict):  # flat ROS values arrive as a dict
+            self.hard_cases = HardCaseSettings(**self.hard_cases)
 
     def ros_defaults(self) -> dict[str, Any]:
         """Flat ROS parameter names ('questions.perception') -> default values, with [""] for empty lists."""
@@ -82,7 +88,7 @@ class NodeParams:
     def from_ros(cls, flat: dict[str, Any]) -> NodeParams:
         """Build and validate from flat ROS values (unknown names are ignored: ROS rejects undeclared ones)."""
         values: dict[str, Any] = {}
-        dict_fields = {f.name for f in fields(cls) if f.name in ("questions", "max_new_tokens")}
+        dict_fields = {f.name for f in fields(cls) if f.name in ("questions", "max_new_tokens", "hard_cases")}
         for name, value in flat.items():
             if isinstance(value, (list, tuple)):
                 value = [v for v in value if v != UNSET]
@@ -123,6 +129,7 @@ class NodeParams:
             )
         self.rig()
         self.stage_questions()
+        self.hard_cases.validate()
 
     def rig(self) -> CameraRig:
         size = (self.image_width, self.image_height)

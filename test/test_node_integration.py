@@ -11,6 +11,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import Path
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import String
+from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
 from drive_mllm_ros.drivelm import Q_TRAJECTORY
@@ -76,13 +77,23 @@ def run_sweeps(rig, harness, condition, start_ns, timeout=90.0, period_ns=NS // 
     return stamp[0]
 
 
+def hard_case_lines(folder) -> list[dict]:
+    manifest = folder / "manifest.jsonl"
+    return [json.loads(line) for line in manifest.read_text().splitlines()] if manifest.is_file() else []
+
+
 def test_compressed_cameras_to_every_output_with_stamps_and_bad_input(tiny_per_view_checkpoint, harness, tmp_path):
+    hard_cases = tmp_path / "hard_cases"
     params = write_params(
         tmp_path / "p.yaml",
         model_path=str(tiny_per_view_checkpoint),
         layout="per_view",
         missing_camera_policy="blank",
         questions__trajectory=[Q_TRAJECTORY],
+        hard_cases__enabled=True,
+        hard_cases__dir=str(hard_cases),
+        hard_cases__min_confidence=1.0,  # every frame qualifies
+        hard_cases__max_per_hour=4,
         **FAST,
     )
     node = start_node(params, tmp_path / "node.log")
@@ -118,6 +129,24 @@ def test_compressed_cameras_to_every_output_with_stamps_and_bad_input(tiny_per_v
             step=0.5,
             action=lambda: question.publish(String(data="Is it raining?")),
         )
+
+        # 2b. Hard cases: every frame qualifies (min_confidence 1); a flag (topic or service) keeps the newest one.
+        assert wait_for(lambda: hard_case_lines(hard_cases), 20, step=0.2)
+        line = hard_case_lines(hard_cases)[0]
+        assert "low_confidence" in line["reasons"] and 0 < line["confidence"] < 1 and len(line["image_paths"]) == 6
+        assert all((hard_cases / path).is_file() for path in line["image_paths"].values())
+        flag = harness.publisher(String, "/drive_mllm/flag_frame")
+        assert wait_for(lambda: flag.get_subscription_count() > 0, 10)
+        flag.publish(String(data="near miss"))
+        assert wait_for(
+            lambda: any("flagged: near miss" in d for ln in hard_case_lines(hard_cases) for d in ln["details"]), 60
+        )
+        client = harness.node.create_client(Trigger, "/drive_mllm/flag_frame")
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(Trigger.Request())
+        assert wait_for(future.done, 10) and future.result().success
+        drivelm = json.loads((hard_cases / "drivelm" / "v1_1_train_nus.json").read_text())
+        assert 1 <= len(drivelm["drive_mllm_hard_cases"]["key_frames"]) <= 4
 
         # 3. A corrupt JPEG on one camera: the set is served with a blank view and the condition reported.
         harness.clear()

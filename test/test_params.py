@@ -39,6 +39,8 @@ def test_round_trip_through_ros_values_strips_unset_lists():
         ("camera_topics", ["/a", "/b"]),
         ("max_new_tokens.planning", 0),
         ("questions.gossip", ["Any news?"]),
+        ("hard_cases.min_confidence", 2.0),
+        ("hard_cases.max_mb", 0),
     ],
 )
 def test_invalid_values_name_the_parameter(name, value):
