@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "planner": ("drive_mllm_ros.sim.planner_node", "reference planner node: node outputs, ground truth or blind"),
     "closed-loop": ("drive_mllm_ros.sim.closed_loop", "sim + node + planner per scenario, CARLA-style scored report"),
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
+    "label": ("drive_mllm_ros.label", "answers for recorded hard cases: a teacher checkpoint or the ground truth"),
     "gate": ("drive_mllm_ros.evaluation.gate", "accept a candidate checkpoint only if it gains on a target condition"),
 }
 
