@@ -259,3 +259,9 @@ def test_images_left_out_when_blank(jpegs, tmp_path):
     line = manifest(tmp_path)[0]
     assert "CAM_BACK" not in line["image_paths"] and len(line["image_paths"]) == 5
     assert np.all([(tmp_path / p).is_file() for p in line["image_paths"].values()])
+
+
+def test_a_folder_that_cannot_be_used_is_an_error_naming_the_parameter(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"hard_cases.dir: cannot use '.*file/sub'"):
+        recorder(tmp_path / "file" / "sub")
