@@ -313,7 +313,7 @@ class DriveMllmNode(LifecycleNode):
         reasons = []
         while not self._flags.empty():
             reasons.append(self._flags.get_nowait())
-        self._keep_if_hard(*self._last_case, flags=reasons)
+        self._keep_if_hard(*self._last_case, flags=list(dict.fromkeys(reasons)))  # repeated flags count once
 
     def _answer_questions(self) -> None:
         while not self._questions.empty():
