@@ -19,6 +19,8 @@ from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.preprocess import (
     TilingSpec,
     blank_view,
+    draw_label,
+    label_stamp,
     layout_images,
     resize,
     stitch_views,
@@ -83,6 +85,24 @@ def test_mosaic_cells_and_labels(views):
     # the label changes the top-left corner only
     assert np.abs(back_right[100:, 300:].astype(int) - plain[100:, 300:]).max() == 0
     assert np.abs(back_right[:40, :250].astype(int) - plain[:40, :250]).mean() > 20
+
+
+@pytest.mark.parametrize("name", RIG.names)
+def test_label_stamp_draws_what_puttext_draws(name):
+    rng = np.random.default_rng(3)
+    for background in (rng.integers(0, 256, (448, 896, 3), dtype=np.uint8), np.full((448, 896, 3), 77, np.uint8)):
+        reference = background.copy()
+        draw_label(reference, name)
+        mosaic = np.zeros((448, 1792, 3), dtype=np.uint8)
+        mosaic[:, 896:] = background
+        label_stamp(name).draw(mosaic[:, 896:])  # a cell: a view with the mosaic's row stride
+        np.testing.assert_array_equal(mosaic[:, 896:], reference)
+        assert mosaic[:, :896].max() == 0
+    small = rng.integers(0, 256, (20, 100, 3), dtype=np.uint8)  # clipped by the view's edge: drawn directly
+    reference = small.copy()
+    draw_label(reference, name)
+    label_stamp(name).draw(small)
+    np.testing.assert_array_equal(small, reference)
 
 
 def test_layout_images_and_blank_view(views):

@@ -1,6 +1,6 @@
 """`drive-mllm bench preprocess`: six 1600x900 JPEGs -> model-ready tensors, ours vs transformers' processor.
 
-Ours: reduced-size JPEG decode (images.py) + OpenCV mosaic/tiling + one torch multiply-add (preprocess.py).
+Ours: reduced-size JPEG decode (images.py) + OpenCV mosaic, tiling and table-lookup normalisation (preprocess.py).
 Processor: full JPEG decode + GotOcr2ImageProcessorPil with the same tiling settings.
 Prints median ms per set and the ratio; no assertions on time.
 """
