@@ -108,6 +108,35 @@ def test_stage_weights_and_open_behaviour(tokenizer, world):
     assert open_sample.messages[1]["content"].startswith("The ego vehicle is ")  # the option text, not "A."
 
 
+def test_extra_drivelm_files_mix_in_with_their_own_image_root_and_weight(tokenizer, world, tmp_path):
+    """Replay of earlier training data: a second DriveLM file elsewhere, its images under its own root."""
+    extra = tmp_path / "elsewhere" / "replay.json"
+    extra.parent.mkdir()
+    shutil.copy(world / "drivelm" / "v1_1_train_nus.json", extra)
+    main = str(world / "drivelm" / "v1_1_train_nus.json")
+    entry = {"json": str(extra), "image_root": str(world / "drivelm"), "weight": 2}
+    _, _, report = build(world, tokenizer, extra_drivelm_json=[entry])
+    assert report.sources[str(extra)] == 2 * report.sources[main] > 0
+    assert f"{extra} {report.sources[str(extra)]}" in report.summary()
+    _, _, unrooted = build(world, tokenizer, extra_drivelm_json=[str(extra)])  # images looked for next to it
+    assert unrooted.missing_image_frames == unrooted.frames // 2 and str(extra) not in unrooted.sources
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("x.json", r"extra_drivelm_json: expected a list"),
+        ("[{path: x.json}]", r"extra_drivelm_json\[0\]: expected a path or a mapping with 'json'"),
+        ("[a.json, {json: b.json, wieght: 2}]", r"did you mean 'data.extra_drivelm_json\[1\].weight'"),
+        ("[{json: b.json, weight: 0}]", r"extra_drivelm_json\[0\].weight: expected a repeat weight > 0, got 0"),
+    ],
+)
+def test_bad_extra_drivelm_entries_name_the_entry(value, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z",
+                            f"data.extra_drivelm_json={value}"])
+
+
 def test_missing_images_skip_with_count_or_fail(tokenizer, world, tmp_path):
     copy = copy_world(world, tmp_path)
     frame = first_frame(json.loads((copy / "drivelm" / "v1_1_train_nus.json").read_text()))

@@ -8,6 +8,7 @@ An unknown key anywhere is an error that names the nearest valid key.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ class ModelArguments:
 class DataArguments:
     drivelm_json: str = ""  # DriveLM v1.1 train JSON
     image_root: str = ""  # folder the JSON's image_paths are relative to (default: the JSON's folder)
+    # More DriveLM v1.1 files mixed in (e.g. replay of earlier training data): a path or {json: PATH, image_root: DIR,
+    # weight: W} each; W repeats every sample of that file on top of the stage weights (fractions drawn, seeded).
+    extra_drivelm_json: list[str | dict[str, Any]] = field(default_factory=list)
     eval_json: str = ""  # held-out DriveLM JSON (the val split)
     eval_max_samples: int = 0  # 0: all
     layout: str = "stitched"
@@ -82,6 +86,39 @@ class MethodArguments:
     kl_weight: float = 0.5
     vision_weight: float = 0.0
     vision_layers: int = 2  # last K vision layers matched by the vision-feature loss
+
+
+@dataclass(frozen=True)
+class DriveLMSource:
+    """One DriveLM training file, the folder its image paths are relative to ("": its own) and its repeat weight."""
+
+    json: str
+    image_root: str = ""
+    weight: float = 1.0
+
+
+def extra_source(entry: Any, where: str) -> DriveLMSource:
+    if isinstance(entry, str):
+        entry = {"json": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("json"), str) or not entry["json"]:
+        raise ConfigError(f"{where}: expected a path or a mapping with 'json' (a DriveLM v1.1 file), got {entry!r}")
+    keys = [f.name for f in fields(DriveLMSource)]
+    if unknown := sorted(set(entry) - set(keys)):
+        raise unknown_key_error(f"{where}.{unknown[0]}", [f"{where}.{key}" for key in keys])
+    weight = entry.get("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not (math.isfinite(weight) and weight > 0):
+        raise ConfigError(f"{where}.weight: expected a repeat weight > 0, got {weight!r}")
+    return DriveLMSource(entry["json"], str(entry.get("image_root") or ""), float(weight))
+
+
+def drivelm_sources(data: DataArguments) -> list[DriveLMSource]:
+    """The DriveLM training files: data.drivelm_json (weight 1), then each entry of data.extra_drivelm_json."""
+    extra = data.extra_drivelm_json
+    if not isinstance(extra, list):
+        raise ConfigError(f"data.extra_drivelm_json: expected a list of paths or {{json, image_root, weight}} "
+                          f"mappings, got {extra!r}")
+    main = DriveLMSource(data.drivelm_json, data.image_root)
+    return [main, *(extra_source(entry, f"data.extra_drivelm_json[{i}]") for i, entry in enumerate(extra))]
 
 
 SECTIONS: dict[str, type] = {"model": ModelArguments, "data": DataArguments, "method": MethodArguments}
@@ -154,6 +191,10 @@ def check_config(config: TrainConfig) -> None:
         problems.append("model: set exactly one of 'path' (a checkpoint folder) and 'random_init' (a preset)")
     if not data.drivelm_json:
         problems.append("data.drivelm_json: the DriveLM v1.1 training JSON is required")
+    try:
+        drivelm_sources(data)
+    except ConfigError as error:
+        problems.append(str(error))
     if data.layout not in ("stitched", "per_view"):
         problems.append(f"data.layout: expected 'stitched' or 'per_view', got '{data.layout}'")
     unknown_stages = sorted(set(data.stage_weights) - set(STAGES))

@@ -1,7 +1,8 @@
 """Training samples: DriveLM v1.1 QA through the node's prompt builder and camera layout, plus general data.
 
 DriveLM: ``scene -> key_frames -> frame -> {QA: {stage: [{Q, A, ...}]}, image_paths: {camera: path}}``, image
-paths relative to ``image_root`` (default: the JSON's folder). Each QA becomes one single-turn conversation
+paths relative to ``image_root`` (default: the JSON's folder); more DriveLM files (`extra_drivelm_json`, e.g. replay
+of earlier training data) come with their own image root and repeat weight. Each QA becomes one single-turn conversation
 (`PromptBuilder.messages`), repeated by its stage's sampling weight (fractions drawn with a seeded RNG). Each
 multiple-choice behaviour QA also gives the open "Predict the behavior of the ego vehicle." form the node asks,
 answered with the chosen option's text. General data is LLaVA-style JSON
@@ -27,7 +28,7 @@ from ..answers import resolve_choice
 from ..drivelm import Q_BEHAVIOR_OPEN
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import IMAGE_PLACEHOLDER, PromptBuilder
-from .arguments import DataArguments
+from .arguments import DataArguments, drivelm_sources
 from .collate import IGNORE_INDEX, encode_conversation
 
 FRAME, IMAGE = "frame", "image"  # sample images: the rig's camera views, or plain images (general data)
@@ -48,6 +49,7 @@ class Sample:
     image_kind: str
     length: int = 0
     truncate_to: int = 0  # 0: whole sample
+    source: str = ""  # the DriveLM file it came from ("" for general data)
 
 
 @dataclass
@@ -57,6 +59,7 @@ class DataReport:
     frames: int = 0
     qa: Counter = field(default_factory=Counter)  # read per stage, before weighting
     samples: Counter = field(default_factory=Counter)  # per stage, after weighting and filtering
+    sources: Counter = field(default_factory=Counter)  # per DriveLM file, after weighting and filtering
     open_behavior_added: int = 0
     malformed_qa: int = 0
     missing_image_frames: int = 0
@@ -66,8 +69,10 @@ class DataReport:
 
     def summary(self) -> str:
         stages = ", ".join(f"{stage} {count}" for stage, count in sorted(self.samples.items()))
+        sources = ", ".join(f"{source} {count}" for source, count in self.sources.items())
         return (
-            f"{sum(self.samples.values())} samples ({stages}) from {self.frames} frames / "
+            f"{sum(self.samples.values())} samples ({stages}{'; ' + sources if len(self.sources) > 1 else ''}) "
+            f"from {self.frames} frames / "
             f"{sum(self.qa.values())} QA; open behaviour added {self.open_behavior_added}; skipped: "
             f"{self.malformed_qa} malformed QA, {self.missing_image_frames} frames and "
             f"{self.missing_image_samples} general samples with missing images, {self.dropped_too_long} "
@@ -128,8 +133,10 @@ def read_drivelm(
     args: DataArguments,
     report: DataReport,
     weighted: bool = True,
+    source_weight: float = 1.0,
 ) -> list[Sample]:
-    """DriveLM v1.1 JSON -> samples (weighted by stage unless `weighted` is False, as for evaluation)."""
+    """DriveLM v1.1 JSON -> samples (weighted by stage, times `source_weight`, unless `weighted` is False, as for
+    evaluation)."""
     scenes = load_json(path)
     image_root = image_root or path.parent
     rng = np.random.default_rng(args.seed)
@@ -147,13 +154,14 @@ def read_drivelm(
                 report.missing_image_frames += 1
                 continue
             for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_behavior, report):
-                weight = args.stage_weights.get(stage, 1.0) if weighted else 1.0
+                weight = args.stage_weights.get(stage, 1.0) * source_weight if weighted else 1.0
                 sample = Sample(
                     f"{scene_token}_{frame_token}_{local_id}",
                     stage,
                     builder.messages(question, answer),
                     tuple(str(p) for p in paths),
                     FRAME,
+                    source=str(path),
                 )
                 samples += [sample] * repeats(weight, rng)
     return samples
@@ -317,8 +325,10 @@ def build_datasets(
 ) -> tuple[ConversationDataset, ConversationDataset | None, DataReport]:
     """Training set (DriveLM weighted by stage + general data at the ratio) and the held-out set, with the report."""
     report = DataReport()
-    root = Path(args.image_root) if args.image_root else None
-    samples = read_drivelm(Path(args.drivelm_json), root, builder, args, report)
+    samples = []
+    for source in drivelm_sources(args):
+        source_root = Path(source.image_root) if source.image_root else None
+        samples += read_drivelm(Path(source.json), source_root, builder, args, report, source_weight=source.weight)
     if args.general_json:
         general_root = Path(args.general_image_root) if args.general_image_root else None
         count = round(len(samples) * args.general_ratio)
@@ -329,6 +339,7 @@ def build_datasets(
     train = ConversationDataset(samples, tokenizer, spec, builder, image_seq_length)
     train.fit_length(args.max_length, args.overlong, report)
     report.samples = Counter(sample.stage for sample in train.samples)
+    report.sources = Counter(sample.source for sample in train.samples if sample.source)
     if not train.samples:
         raise DataError(
             f"{args.drivelm_json}: no training samples left after filtering ({report.summary()}); check "
@@ -336,6 +347,7 @@ def build_datasets(
         )
     evaluation = None
     if args.eval_json:
+        root = Path(args.image_root) if args.image_root else None
         held_out = read_drivelm(Path(args.eval_json), root, builder, args, DataReport(), weighted=False)
         if args.eval_max_samples:
             held_out = held_out[: args.eval_max_samples]
