@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -46,23 +47,35 @@ def check_environment() -> str | None:
     return None
 
 
-def run_command(argv: list[str]) -> None:
-    """A drive-mllm subcommand in-process; raises on failure so the demo stops at the first broken step."""
+def run_command(argv: list[str], who: str = "demo") -> None:
+    """A drive-mllm subcommand in-process; raises on failure so the caller stops at the first broken step."""
     from .cli import main as cli_main
 
-    print(f"demo: drive-mllm {' '.join(argv)}", flush=True)
+    print(f"{who}: drive-mllm {' '.join(argv)}", flush=True)
     if cli_main(argv) != 0:
         raise RuntimeError(f"drive-mllm {argv[0]} failed")
 
 
+def embedded_world(out: Path, seed: int, duration: float, scenes: int = 1, conditions: Sequence[str] = ("clear",),
+                   who: str = "demo") -> Path:
+    """`drive-mllm world` at the size the embedded student learned (its tags are in those pixels); its DriveLM JSON."""
+    width, height = EMBEDDED_WORLD_SIZE
+    run_command(["world", "--out", str(out), "--scenes", str(scenes), "--seed", str(seed), "--duration",
+                 str(duration), "--width", str(width), "--height", str(height), "--val-fraction", "0",
+                 "--condition", *conditions], who)
+    return out / "drivelm" / "v1_1_train_nus.json"
+
+
+def world_bags(world: Path, out: Path, who: str = "demo") -> list[Path]:
+    """One ROS 2 bag per scene of a world, in scene order."""
+    run_command(["convert-nuscenes", "--dataroot", str(world / "nuscenes"), "--out", str(out)], who)
+    return [p for p in sorted(out.iterdir()) if p.is_dir() or p.suffix == ".mcap"]
+
+
 def synthetic_scene(out: Path, seed: int, duration: float) -> tuple[Path, Path]:
     """World -> (bag, DriveLM JSON) for one short scene, rendered at the size the embedded student learned."""
-    width, height = EMBEDDED_WORLD_SIZE
-    run_command(["world", "--out", str(out / "world"), "--scenes", "1", "--seed", str(seed), "--duration",
-                 str(duration), "--width", str(width), "--height", str(height), "--val-fraction", "0"])
-    run_command(["convert-nuscenes", "--dataroot", str(out / "world" / "nuscenes"), "--out", str(out / "bags")])
-    bag = next(p for p in sorted((out / "bags").iterdir()) if p.is_dir() or p.suffix == ".mcap")
-    return bag, out / "world" / "drivelm" / "v1_1_train_nus.json"
+    drivelm = embedded_world(out / "world", seed, duration)
+    return world_bags(out / "world", out / "bags")[0], drivelm
 
 
 class SceneMonitor:
@@ -101,11 +114,33 @@ class SceneMonitor:
             node.destroy_node()
 
 
-def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: float,
-              image_size: tuple[int, int] | None = None) -> Path:
-    """Node + recorder + real-time player; returns the recorded outputs bag.
+def bag_key_stamps(bags: Sequence[Path], key_stamps: list[int]) -> list[list[int]]:
+    """The key frames each bag holds, from the bags' time ranges (a single bag, in any format, holds them all)."""
+    if len(bags) == 1:
+        return [key_stamps]
+    from rosbags.highlevel import AnyReader
 
-    `image_size`: the bag's camera image size, when it differs from the params file's.
+    held = []
+    for bag in bags:
+        with AnyReader([bag]) as reader:
+            first, last = reader.start_time - NS // 40, reader.end_time + NS // 40
+        held.append([stamp for stamp in key_stamps if first <= stamp <= last])
+    return held
+
+
+def wait_for_answers(monitor: SceneMonitor, expected: list[int], node: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(k in monitor.answered for k in expected) and time.monotonic() < deadline and node.poll() is None:
+        time.sleep(0.5)
+
+
+def serve_bag(bags: Sequence[Path], model: str, question_file: Path, out: Path, timeout_s: float,
+              image_size: tuple[int, int] | None = None, parameters: Mapping[str, object] | None = None) -> Path:
+    """Node + recorder + real-time player, one bag after another; returns the recorded outputs bag.
+
+    Each bag's key frames are answered before the next bag plays (the node queues a bounded number of them).
+    `image_size`: the bags' camera image size, when it differs from the params file's; `parameters`: more node
+    parameters (e.g. {"hard_cases.enabled": True}).
     """
     from .data.player import play_bag
     from .data.recorder import record
@@ -129,7 +164,8 @@ def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: 
             daemon=True,
         ),
     ]
-    command = node_command(str(default_params_file()), {"model_path": model, "image_transport": "compressed"})
+    overrides = {"model_path": model, "image_transport": "compressed", **(parameters or {})}
+    command = node_command(str(default_params_file()), overrides)
     command[command.index("--params-file") + 2 : command.index("--params-file") + 2] = ["--params-file", str(params)]
     log = (out / "node.log").open("w")
     node = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -138,14 +174,13 @@ def serve_bag(bag: Path, model: str, question_file: Path, out: Path, timeout_s: 
             thread.start()
         if not monitor.node_ready.wait(timeout=120) or node.poll() is not None:
             raise RuntimeError(f"the node did not come up; see {out / 'node.log'}")
-        print(f"demo: replaying {bag.name} in real time ({len(key_stamps)} key frames to answer)", flush=True)
-        stats = play_bag(bag, rate=1.0, wait_for_subscribers=10.0)  # discovery must match the node first
-        print(f"demo: replay done ({stats.seconds:.1f} s); waiting for the node's answers", flush=True)
-        deadline = time.monotonic() + timeout_s
-        while len(monitor.answered) < len(key_stamps) and time.monotonic() < deadline and node.poll() is None:
-            time.sleep(0.5)
+        for bag, expected in zip(bags, bag_key_stamps(bags, key_stamps), strict=True):
+            print(f"replay: {bag.name} in real time ({len(expected)} key frames to answer)", flush=True)
+            stats = play_bag(bag, rate=1.0, wait_for_subscribers=10.0)  # discovery must match the node first
+            print(f"replay: done ({stats.seconds:.1f} s); waiting for the node's answers", flush=True)
+            wait_for_answers(monitor, expected, node, timeout_s)
         print(
-            f"demo: node answered {len(monitor.answered)}/{len(key_stamps)} key frames "
+            f"replay: the node answered {len(monitor.answered)}/{len(key_stamps)} key frames "
             f"({monitor.scenes} scenes in all)",
             flush=True,
         )
@@ -229,7 +264,7 @@ def main(argv: list[str]) -> int:
         bag, drivelm = (args.bag, args.drivelm) if args.bag else synthetic_scene(out, args.seed, args.duration)
         model = args.model or default_model(str(default_params_file()))
         run_command(["eval", "prepare", "--drivelm", str(drivelm), "--out", str(out / "test.json")])
-        recorded = serve_bag(Path(bag), model, Path(drivelm), out, args.answer_timeout,
+        recorded = serve_bag([Path(bag)], model, Path(drivelm), out, args.answer_timeout,
                              None if args.bag else EMBEDDED_WORLD_SIZE)
         report_dir = out / "report"
         run_command(
