@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("drive_mllm_ros.evaluation.cli", "DriveLM challenge evaluation: prepare a test file, score predictions"),
     "label": ("drive_mllm_ros.label", "answers for recorded hard cases: a teacher checkpoint or the ground truth"),
     "gate": ("drive_mllm_ros.evaluation.gate", "accept a candidate checkpoint only if it gains on a target condition"),
+    "field-loop": ("drive_mllm_ros.field_loop", "issue 9's loop: night bags -> hard cases -> label -> adapt -> gate"),
 }
 
 

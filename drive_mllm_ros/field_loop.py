@@ -1,0 +1,351 @@
+"""`drive-mllm field-loop --student CKPT --out DIR`: the field loop of issue 9 as one command, on synthetic data.
+
+1. Gate suite: a held-out world of clear and night scenes (`world --condition clear night`), `eval prepare`.
+2. Field data: night scenes of another seed as bags (`convert-nuscenes`), replayed through the node with hard-case
+   recording on; the node keeps the frames it struggles with.
+3. `drive-mllm label --ground-truth`: the kept frames take the night world's true QA.
+4. `drive-mllm train` (config/train/field_adapt.yaml): the student fine-tuned on the labelled night frames mixed with
+   replay of its clear-day training data (--replay-json, else the recipe's training world regenerated).
+5. A second candidate fine-tuned on the night frames only (no replay), to show that the gate catches forgetting.
+6. `drive-mllm gate --target night`: each candidate against the student.
+7. DIR/field_loop.md (and field_loop.json): the steps with counts and wall times, both gate decisions, the student
+   before and after per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .demo import check_environment, embedded_world, run_command, serve_bag, world_bags
+from .evaluation import gate
+from .evaluation.testset import key_frames, load_json
+from .hard_case_store import MANIFEST
+from .label import OUT_JSON
+from .paths import EMBEDDED_WORLD_SIZE, embedded_model_dir, share_dir
+from .ros_env import isolate_ros
+from .student_recipe import COMMAND_THREADS, TRAIN_SEED
+
+WHO = "field-loop"
+SUITE_SEED, FIELD_SEED = 9301, 9401  # held out: the recipe trains on seed 1 and evaluates on 9001
+TARGET, DAYTIME = "night", "clear"
+ADAPT_CONFIG = Path("config") / "train" / "field_adapt.yaml"
+CANDIDATES = {"replay": "adapted with replay", "night_only": "night frames only"}
+STEPS = 7
+EXPORT_FOLDER = "model"  # drive-mllm train's servable checkpoint: <output_dir>/model
+
+
+@dataclass
+class StepRecord:
+    title: str
+    made: str = ""
+    seconds: float = 0.0
+
+
+@contextmanager
+def step(steps: list[StepRecord], title: str) -> Iterator[StepRecord]:
+    """Announce a step, time it and keep what it made (`record.made`) for the report."""
+    print(f"{WHO}: step {len(steps) + 1}/{STEPS}: {title}", flush=True)
+    record, started = StepRecord(title), time.monotonic()
+    yield record
+    record.seconds = time.monotonic() - started
+    steps.append(record)
+    print(f"{WHO}: step {len(steps)}/{STEPS} done in {record.seconds:.0f} s: {record.made}", flush=True)
+
+
+# ---------------------------------------------------------------- counts
+
+
+def frames_of(drivelm: Path) -> list[dict]:
+    return [frame for _, _, frame in key_frames(load_json(drivelm, "DriveLM JSON"), f"DriveLM JSON '{drivelm}'")]
+
+
+def qa_count(frames: list[dict]) -> int:
+    return sum(len(items) for frame in frames for items in (frame.get("QA") or {}).values())
+
+
+def per_condition(frames: list[dict]) -> str:
+    counts = Counter(frame.get("condition", DAYTIME) for frame in frames)
+    return ", ".join(f"{count} {condition}" for condition, count in sorted(counts.items()))
+
+
+def kept_frames(hard_cases: Path) -> list[dict]:
+    manifest = hard_cases / MANIFEST
+    return [json.loads(line) for line in manifest.read_text().splitlines() if line] if manifest.is_file() else []
+
+
+def training_data_line(checkpoint: Path) -> str:
+    """The data summary `drive-mllm train` writes into the exported model's card."""
+    card = (checkpoint / "README.md").read_text().split("## Data\n", 1)
+    return card[1].split("\n", 1)[0] if len(card) == 2 else "see the model card"
+
+
+def training_made(checkpoint: Path, steps: int, sources: dict[str, Path]) -> str:
+    """'S steps on N samples (A labelled night, B replay)', read from the data summary (per file when several)."""
+    line = training_data_line(checkpoint)
+    parts = [f"{found[1]} {name}" for name, path in sources.items()
+             if (found := re.search(re.escape(str(path)) + r" (\d+)", line))]
+    return f"{steps} steps on {line.split(' (', 1)[0]}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+# ---------------------------------------------------------------- steps
+
+
+def build_suite(args: argparse.Namespace, out: Path) -> Path:
+    """Clear and night scenes of a held-out seed, prepared as the gate's suite folder."""
+    drivelm = embedded_world(out, args.suite_seed, args.duration, args.suite_scenes, (DAYTIME, TARGET), WHO)
+    run_command(["eval", "prepare", "--drivelm", str(drivelm), "--out", str(drivelm.parent / gate.SUITE_TEST_FILE)],
+                WHO)
+    return drivelm.parent
+
+
+def record_hard_cases(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
+    """Night bags through the node with hard-case recording on; (hard-case folder, the night world's DriveLM JSON)."""
+    drivelm = embedded_world(out / "world", args.field_seed, args.duration, args.field_scenes, (TARGET,), WHO)
+    bags = world_bags(out / "world", out / "bags", WHO)
+    hard_cases = out / "hard_cases"
+    parameters = {"hard_cases.enabled": True, "hard_cases.dir": str(hard_cases),
+                  "hard_cases.min_confidence": float(args.min_confidence),
+                  "hard_cases.max_per_hour": args.max_per_hour}
+    serve_bag(bags, str(args.student), drivelm, out, args.answer_timeout, EMBEDDED_WORLD_SIZE, parameters)
+    if not kept_frames(hard_cases):
+        raise RuntimeError(f"the node kept no frame in {hard_cases} (see {out / 'node.log'}); raise --min-confidence "
+                           "or add --field-scenes")
+    return hard_cases, drivelm
+
+
+def label_frames(hard_cases: Path, truth: Path, out: Path) -> Path:
+    run_command(["label", "--dataset", str(hard_cases), "--ground-truth", str(truth), "--out", str(out)], WHO)
+    return out / OUT_JSON
+
+
+def replay_data(args: argparse.Namespace, out: Path) -> Path:
+    """The student's clear-day training data: --replay-json, else the recipe's training seed rendered again."""
+    if args.replay_json:
+        return args.replay_json
+    return embedded_world(out, TRAIN_SEED, args.duration, args.replay_scenes, (DAYTIME,), WHO)
+
+
+def replay_weight(ratio: float, labelled: int, replay: int) -> float:
+    """Repeats per replay sample so that replay gives `ratio` samples per labelled sample (frames carry alike QA)."""
+    if replay < 1:
+        raise ValueError("replay data: expected a DriveLM JSON with key frames, got none")
+    return ratio * labelled / replay
+
+
+def adapt(args: argparse.Namespace, labelled: Path, replay: tuple[Path, float] | None, out: Path) -> Path:
+    """`drive-mllm train` with field_adapt.yaml from the student's weights; the servable checkpoint."""
+    overrides = [f"model.path={args.student}", f"data.drivelm_json={labelled}", f"training.output_dir={out}",
+                 f"training.max_steps={args.steps}"]
+    if replay:
+        overrides.append("data.extra_drivelm_json=" + json.dumps([{"json": str(replay[0]), "weight": replay[1]}]))
+    run_command(["train", "--config", str(share_dir() / ADAPT_CONFIG), *overrides, *args.set], WHO)
+    return out / EXPORT_FOLDER
+
+
+def run_gate(args: argparse.Namespace, candidate: Path, suite: Path, out: Path) -> gate.Decision:
+    """`drive-mllm gate` in process, for its decision (its exit status says rejected as 1)."""
+    argv = ["--current", str(args.student), "--candidate", str(candidate), "--suite", str(suite), "--target", TARGET,
+            "--out", str(out), "--max-new-tokens", str(args.max_new_tokens)]
+    print(f"{WHO}: drive-mllm gate {' '.join(argv)}", flush=True)
+    return gate.run(gate.parser().parse_args(argv))
+
+
+# ---------------------------------------------------------------- report
+
+
+def change(record: dict, condition: str) -> float | None:
+    check = next((c for c in record["checks"] if c["condition"] == condition), None)
+    if check is None or check["current"] is None or check["candidate"] is None:
+        return None
+    return check["candidate"] - check["current"]
+
+
+def goals(records: dict[str, dict]) -> list[str]:
+    """The issue's goals for the demonstration, as measured."""
+    replay, night_only = records["replay"], records["night_only"]
+    forgot = [c["condition"] for c in night_only["checks"] if not c["target"] and not c["passed"]]
+    rule = replay["rule"]
+    return [
+        f"- replay-adapted accepted ({TARGET} {rule['metric']} +{rule['min_gain']:.2f} or more, no condition down by "
+        f"more than {rule['max_regression']:.2f}): **{'yes' if replay['accepted'] else 'no'}** ({TARGET} "
+        f"{signed(change(replay, TARGET))}, {DAYTIME} {signed(change(replay, DAYTIME))})",
+        f"- night-only rejected for forgetting daytime: **{'yes' if forgot else 'no'}** ({DAYTIME} "
+        f"{signed(change(night_only, DAYTIME))}; decision {night_only['decision']})",
+    ]
+
+
+def signed(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
+
+
+def value_cell(scores: dict, metric: str) -> str:
+    value = gate.metric_value(scores, metric)
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def before_after(records: dict[str, dict]) -> list[str]:
+    """Every gate metric per condition: the student, then each candidate (all on 0..1)."""
+    student = records["replay"]["by_condition"]["current"]
+    rows = ["| condition | metric | student | " + " | ".join(CANDIDATES.values()) + " |", "|---|---|---|---|---|"]
+    for condition in sorted(student):
+        for metric in gate.GATE_METRICS:
+            cells = [value_cell(records[name]["by_condition"]["candidate"][condition], metric) for name in CANDIDATES]
+            rows.append(f"| {condition} | {metric} | {value_cell(student[condition], metric)} | {' | '.join(cells)} |")
+    return rows
+
+
+def gate_section(name: str, record: dict) -> list[str]:
+    folder = f"gate/{name}"
+    lines = [f"### {CANDIDATES[name]}: {record['decision'].upper()}", ""]
+    lines += [f"- {reason}" for reason in record["reasons"]]
+    return lines + ["", f"Report: [{folder}/gate.md]({folder}/gate.md), record `{folder}/gate.json`", "",
+                    f"![{name}]({folder}/gate.png)", ""]
+
+
+def report(args: argparse.Namespace, steps: list[StepRecord], records: dict[str, dict], seconds: float) -> str:
+    lines = [f"# Field loop: `{args.student}` adapted to {TARGET}", "",
+             f"`drive-mllm field-loop --student {args.student} --out {args.out}`: {seconds / 60:.1f} min on this "
+             "machine.", "", "## Steps", "", "| # | step | what it made | wall time |", "|---|---|---|---|"]
+    lines += [f"| {i} | {s.title} | {s.made} | {s.seconds:.0f} s |" for i, s in enumerate(steps, 1)]
+    lines += ["", "Training data (`drive-mllm train`'s summary in each candidate's model card):", ""]
+    lines += [f"- {CANDIDATES[name]}: {training_data_line(args.out / 'adapt' / name / EXPORT_FOLDER)}"
+              for name in CANDIDATES]
+    lines += ["", "## Gate decisions", ""]
+    for name, record in records.items():
+        lines += gate_section(name, record)
+    lines += ["## The student before and after, per condition (suite, 0..1)", "", *before_after(records), "",
+              "## Issue goals (measured)", "", *goals(records), ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="drive-mllm field-loop", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("--student", type=Path, help="checkpoint in service (default: the embedded models/student)")
+    p.add_argument("--out", type=Path, default=Path("out/field_loop"), help="a new or empty folder for everything")
+    p.add_argument("--suite-scenes", type=int, default=8, help="gate suite scenes, clear and night in turn")
+    p.add_argument("--field-scenes", type=int, default=8, help="night scenes replayed through the node")
+    p.add_argument("--replay-scenes", type=int, default=16, help="clear scenes regenerated without --replay-json")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds per generated scene (the recipe's: 4)")
+    p.add_argument("--suite-seed", type=int, default=SUITE_SEED)
+    p.add_argument("--field-seed", type=int, default=FIELD_SEED)
+    p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
+    p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
+    p.add_argument("--steps", type=int, default=300, help="training steps of each candidate")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides")
+    p.add_argument("--min-confidence", type=float, default=0.5, help="node keeps answers less sure than this (0..1)")
+    p.add_argument("--max-per-hour", type=int, default=1000, help="node keeps at most this many frames per hour")
+    p.add_argument("--answer-timeout", type=float, default=180.0, help="s to wait for the node's answers per bag")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget in the gates")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """One-line errors naming the input and what was expected, before anything runs."""
+    args.student = args.student or embedded_model_dir()
+    gate.weights_sha256(args.student, "--student")  # a checkpoint folder with weights
+    counts = {"--suite-scenes": (args.suite_scenes, 2), "--field-scenes": (args.field_scenes, 1),
+              "--replay-scenes": (args.replay_scenes, 1), "--steps": (args.steps, 1),
+              "--max-per-hour": (args.max_per_hour, 1), "--max-new-tokens": (args.max_new_tokens, 1)}
+    for flag, (value, least) in counts.items():
+        if value < least:
+            raise ValueError(f"{flag}: expected at least {least}, got {value}")
+    if not 0.0 <= args.min_confidence <= 1.0:
+        raise ValueError(f"--min-confidence: expected a token probability in 0..1, got {args.min_confidence}")
+    for flag, value in (("--replay-ratio", args.replay_ratio), ("--answer-timeout", args.answer_timeout),
+                        ("--duration", args.duration)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{flag}: expected a number > 0, got {value}")
+    if args.replay_json and not args.replay_json.is_file():
+        raise ValueError(f"--replay-json {args.replay_json}: expected the student's DriveLM v1.1 training JSON file")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise ValueError(f"--out {args.out}: expected a new or empty folder (the loop writes worlds and runs there)")
+    args.student, args.out = args.student.resolve(), args.out.resolve()
+    args.replay_json = args.replay_json.resolve() if args.replay_json else None
+
+
+def run_loop(args: argparse.Namespace) -> tuple[list[StepRecord], dict[str, dict]]:
+    out, steps = args.out, []
+    with step(steps, f"gate suite: {DAYTIME} and {TARGET} scenes of seed {args.suite_seed}, eval prepare") as record:
+        suite = build_suite(args, out / "suite")
+        record.made = f"{per_condition(frames_of(suite / 'v1_1_train_nus.json'))} key frames -> `suite/drivelm`"
+    with step(steps, f"field data: {TARGET} scenes of seed {args.field_seed} through the node, hard cases kept") as record:
+        hard_cases, truth = record_hard_cases(args, out / "field")
+        kept = kept_frames(hard_cases)
+        reasons = Counter(reason for frame in kept for reason in frame["reasons"])
+        record.made = (f"{len(frames_of(truth))} key frames replayed; {len(kept)} frames kept "
+                       f"({', '.join(f'{n} {r}' for r, n in reasons.most_common())}) -> `field/hard_cases`")
+    with step(steps, "label the kept frames with the night world's ground truth") as record:
+        labelled = label_frames(hard_cases, truth, out / "field" / "labeled")
+        frames = frames_of(labelled)
+        record.made = (f"{len(frames)} of {len(kept)} kept frames labelled, {qa_count(frames)} QA (kept sweeps between "
+                       "key frames have no ground truth) -> `field/labeled`")
+    candidates = {}
+    with step(steps, "adapt: night frames mixed with replay of the clear-day training data") as record:
+        replay = replay_data(args, out / "replay")
+        weight = replay_weight(args.replay_ratio, len(frames), len(frames_of(replay)))
+        candidates["replay"] = adapt(args, labelled, (replay, weight), out / "adapt" / "replay")
+        made = training_made(candidates["replay"], args.steps, {"labelled night": labelled, "replay": replay})
+        record.made = f"{made}, replay weight {weight:.3f} -> `adapt/replay/model`"
+    with step(steps, "night-only candidate: the same training without replay") as record:
+        candidates["night_only"] = adapt(args, labelled, None, out / "adapt" / "night_only")
+        record.made = f"{training_made(candidates['night_only'], args.steps, {})} -> `adapt/night_only/model`"
+    records = {}
+    with step(steps, f"gate each candidate against the student (target {TARGET})") as record:
+        for name, candidate in candidates.items():
+            run_gate(args, candidate, suite, out / "gate" / name)
+            records[name] = json.loads((out / "gate" / name / "gate.json").read_text())
+        record.made = ", ".join(f"{CANDIDATES[name]}: {r['decision'].upper()}" for name, r in records.items())
+    return steps, records
+
+
+def write_outputs(args: argparse.Namespace, steps: list[StepRecord], records: dict[str, dict], seconds: float) -> Path:
+    with step(steps, "write field_loop.md") as record:
+        path = args.out / "field_loop.md"
+        record.made = "`field_loop.md`, `field_loop.json`"
+        summary = {"student": str(args.student), "decisions": {n: r["decision"] for n, r in records.items()},
+                   "seconds": seconds, "steps": [asdict(s) for s in steps + [record]]}
+        (args.out / "field_loop.json").write_text(json.dumps(summary, indent=2) + "\n")
+        path.write_text(report(args, steps + [record], records, seconds))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        check_args(args)
+    except ValueError as error:
+        print(f"drive-mllm field-loop: {error}", file=sys.stderr)
+        return 2
+    if problem := check_environment():
+        print(f"drive-mllm field-loop: {problem}", file=sys.stderr)
+        return 2
+    import torch
+
+    # One thread for the node, training and gates alike: the recipe's setting for a shared 2-core machine.
+    os.environ["OMP_NUM_THREADS"] = COMMAND_THREADS
+    torch.set_num_threads(int(COMMAND_THREADS))  # torch is loaded already (training data code comes with it)
+    isolate_ros()
+    started = time.monotonic()
+    args.out.mkdir(parents=True, exist_ok=True)
+    try:
+        steps, records = run_loop(args)
+    except (RuntimeError, ValueError) as error:
+        print(f"drive-mllm field-loop: {error}", file=sys.stderr)
+        return 1
+    path = write_outputs(args, steps, records, time.monotonic() - started)
+    print(f"{WHO}: done in {(time.monotonic() - started) / 60:.1f} min; report: {path}")
+    return 0
