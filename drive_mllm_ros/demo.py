@@ -128,6 +128,13 @@ def bag_key_stamps(bags: Sequence[Path], key_stamps: list[int]) -> list[list[int
     return held
 
 
+def node_inputs(bag: Path) -> list[str]:
+    """The bag's topics the node can subscribe to (images, camera info): others (odometry, tf) have no subscriber."""
+    from .data.bags import BagSource
+
+    return [topic for topic, msgtype in BagSource(bag).topics.items() if msgtype.startswith("sensor_msgs/")]
+
+
 def wait_for_answers(monitor: SceneMonitor, expected: list[int], node: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not all(k in monitor.answered for k in expected) and time.monotonic() < deadline and node.poll() is None:
@@ -176,7 +183,8 @@ def serve_bag(bags: Sequence[Path], model: str, question_file: Path, out: Path, 
             raise RuntimeError(f"the node did not come up; see {out / 'node.log'}")
         for bag, expected in zip(bags, bag_key_stamps(bags, key_stamps), strict=True):
             print(f"replay: {bag.name} in real time ({len(expected)} key frames to answer)", flush=True)
-            stats = play_bag(bag, rate=1.0, wait_for_subscribers=10.0)  # discovery must match the node first
+            # Discovery must match the node first; only its inputs are played, as nothing subscribes to the rest.
+            stats = play_bag(bag, rate=1.0, topics=node_inputs(bag), wait_for_subscribers=10.0)
             print(f"replay: done ({stats.seconds:.1f} s); waiting for the node's answers", flush=True)
             wait_for_answers(monitor, expected, node, timeout_s)
         print(

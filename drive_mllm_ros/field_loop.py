@@ -246,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
     p.add_argument("--steps", type=int, default=300, help="training steps of each candidate")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides")
-    p.add_argument("--min-confidence", type=float, default=0.5, help="node keeps answers less sure than this (0..1)")
+    p.add_argument("--min-confidence", type=float, default=0.9, help="node keeps answers less sure than this (0..1)")
     p.add_argument("--max-per-hour", type=int, default=1000, help="node keeps at most this many frames per hour")
     p.add_argument("--answer-timeout", type=float, default=180.0, help="s to wait for the node's answers per bag")
     p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget in the gates")
@@ -255,6 +255,9 @@ def parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors naming the input and what was expected, before anything runs."""
+    if args.student is None and not (embedded_model_dir() / "config.json").is_file():
+        raise ValueError(f"--student: no embedded student in {embedded_model_dir()} yet; expected --student CKPT (a "
+                         "checkpoint folder, e.g. a `drive-mllm train` export)")
     args.student = args.student or embedded_model_dir()
     gate.weights_sha256(args.student, "--student")  # a checkpoint folder with weights
     counts = {"--suite-scenes": (args.suite_scenes, 2), "--field-scenes": (args.field_scenes, 1),
