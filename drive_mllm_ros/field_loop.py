@@ -35,6 +35,7 @@ from .label import OUT_JSON
 from .paths import EMBEDDED_WORLD_SIZE, embedded_model_dir, share_dir
 from .ros_env import isolate_ros
 from .student_recipe import COMMAND_THREADS, TRAIN_SEED
+from .train.trainer import EXPORT_FOLDER
 
 WHO = "field-loop"
 SUITE_SEED, FIELD_SEED = 9301, 9401  # held out: the recipe trains on seed 1 and evaluates on 9001
@@ -42,7 +43,6 @@ TARGET, DAYTIME = "night", "clear"
 ADAPT_CONFIG = Path("config") / "train" / "field_adapt.yaml"
 CANDIDATES = {"replay": "adapted with replay", "night_only": "night frames only"}
 STEPS = 7
-EXPORT_FOLDER = "model"  # drive-mllm train's servable checkpoint: <output_dir>/model
 
 
 @dataclass
@@ -236,7 +236,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="drive-mllm field-loop", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--student", type=Path, help="checkpoint in service (default: the embedded models/student)")
     p.add_argument("--out", type=Path, default=Path("out/field_loop"), help="a new or empty folder for everything")
-    p.add_argument("--suite-scenes", type=int, default=8, help="gate suite scenes, clear and night in turn")
+    p.add_argument("--suite-scenes", type=int, default=16,
+                   help="gate suite scenes, clear and night in turn (16: ~80 accuracy items per condition)")
     p.add_argument("--field-scenes", type=int, default=8, help="night scenes replayed through the node")
     p.add_argument("--replay-scenes", type=int, default=16, help="clear scenes regenerated without --replay-json")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per generated scene (the recipe's: 4)")
@@ -245,7 +246,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
     p.add_argument("--steps", type=int, default=300, help="training steps of each candidate")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides (YAML values: 3.0e-4, not 3e-4)")
     p.add_argument("--min-confidence", type=float, default=0.9, help="node keeps answers less sure than this (0..1)")
     p.add_argument("--max-per-hour", type=int, default=1000, help="node keeps at most this many frames per hour")
     p.add_argument("--answer-timeout", type=float, default=180.0, help="s to wait for the node's answers per bag")
