@@ -66,6 +66,11 @@ def embedded_world(out: Path, seed: int, duration: float, scenes: int = 1, condi
     return out / "drivelm" / "v1_1_train_nus.json"
 
 
+def embedded_world_size() -> dict[str, int]:
+    """Node parameters for cameras of the embedded world size (the params file's default is nuScenes' 1600x900)."""
+    return {"image_width": EMBEDDED_WORLD_SIZE[0], "image_height": EMBEDDED_WORLD_SIZE[1]}
+
+
 def world_bags(world: Path, out: Path, who: str = "demo") -> list[Path]:
     """One ROS 2 bag per scene of a world, in scene order."""
     run_command(["convert-nuscenes", "--dataroot", str(world / "nuscenes"), "--out", str(out)], who)
@@ -142,20 +147,18 @@ def wait_for_answers(monitor: SceneMonitor, expected: list[int], node: subproces
 
 
 def serve_bag(bags: Sequence[Path], model: str, question_file: Path, out: Path, timeout_s: float,
-              image_size: tuple[int, int] | None = None, parameters: Mapping[str, object] | None = None) -> Path:
+              parameters: Mapping[str, object] | None = None) -> Path:
     """Node + recorder + real-time player, one bag after another; returns the recorded outputs bag.
 
     Each bag's key frames are answered before the next bag plays (the node queues a bounded number of them).
-    `image_size`: the bags' camera image size, when it differs from the params file's; `parameters`: more node
-    parameters (e.g. {"hard_cases.enabled": True}).
+    `parameters`: more node parameters (e.g. `embedded_world_size()`, {"hard_cases.enabled": True}).
     """
     from .data.player import play_bag
     from .data.recorder import record
 
     params = out / "demo_params.yaml"
-    size = f"    image_width: {image_size[0]}\n    image_height: {image_size[1]}\n" if image_size else ""
     params.write_text(
-        f"/**:\n  ros__parameters:\n    question_file: '{question_file}'\n    image_qos_reliability: reliable\n{size}"
+        f"/**:\n  ros__parameters:\n    question_file: '{question_file}'\n    image_qos_reliability: reliable\n"
     )
     recorded = out / "node_outputs"
     shutil.rmtree(recorded, ignore_errors=True)
@@ -273,7 +276,7 @@ def main(argv: list[str]) -> int:
         model = args.model or default_model(str(default_params_file()))
         run_command(["eval", "prepare", "--drivelm", str(drivelm), "--out", str(out / "test.json")])
         recorded = serve_bag([Path(bag)], model, Path(drivelm), out, args.answer_timeout,
-                             None if args.bag else EMBEDDED_WORLD_SIZE)
+                             None if args.bag else embedded_world_size())
         report_dir = out / "report"
         run_command(
             [

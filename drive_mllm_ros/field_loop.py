@@ -27,12 +27,12 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .demo import check_environment, embedded_world, run_command, serve_bag, world_bags
+from .demo import check_environment, embedded_world, embedded_world_size, run_command, serve_bag, world_bags
 from .evaluation import gate
 from .evaluation.testset import key_frames, load_json
 from .hard_case_store import MANIFEST
 from .label import OUT_JSON
-from .paths import EMBEDDED_WORLD_SIZE, embedded_model_dir, share_dir
+from .paths import embedded_model_dir, share_dir
 from .ros_env import isolate_ros
 from .student_recipe import COMMAND_THREADS, TRAIN_SEED
 from .train.trainer import EXPORT_FOLDER
@@ -114,10 +114,10 @@ def record_hard_cases(args: argparse.Namespace, out: Path) -> tuple[Path, Path]:
     drivelm = embedded_world(out / "world", args.field_seed, args.duration, args.field_scenes, (TARGET,), WHO)
     bags = world_bags(out / "world", out / "bags", WHO)
     hard_cases = out / "hard_cases"
-    parameters = {"hard_cases.enabled": True, "hard_cases.dir": str(hard_cases),
+    parameters = {**embedded_world_size(), "hard_cases.enabled": True, "hard_cases.dir": str(hard_cases),
                   "hard_cases.min_confidence": float(args.min_confidence),
                   "hard_cases.max_per_hour": args.max_per_hour}
-    serve_bag(bags, str(args.student), drivelm, out, args.answer_timeout, EMBEDDED_WORLD_SIZE, parameters)
+    serve_bag(bags, str(args.student), drivelm, out, args.answer_timeout, parameters)
     if not kept_frames(hard_cases):
         raise RuntimeError(f"the node kept no frame in {hard_cases} (see {out / 'node.log'}); raise --min-confidence "
                            "or add --field-scenes")
