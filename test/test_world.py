@@ -16,11 +16,12 @@ from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 
 from drive_mllm_ros.cameras import NUSCENES_CAMERAS
+from drive_mllm_ros.data.drivelm_qa import CAMERA_DIRECTIONS
 from drive_mllm_ros.data.render import ALT_CALIBRATION, nuscenes_cameras, object_box, project_object, transform_points
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.data.synthetic import main as world_main
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand, build_world
-from drive_mllm_ros.drivelm import QA_STAGES, TAG_PATTERN
+from drive_mllm_ros.drivelm import Q_OBJECTS_IN_CAMERA, QA_STAGES, TAG_PATTERN
 from drive_mllm_ros.evaluation.prepare import prepare_file
 
 WIDTH, HEIGHT = 320, 180
@@ -175,6 +176,27 @@ def test_drivelm_schema(dataset):
             for relative in frame["image_paths"].values():
                 assert relative.startswith("../nuscenes/samples/")
                 assert (dataset / "drivelm" / relative).resolve().is_file()
+
+
+def test_per_camera_questions_list_each_views_objects_left_to_right(dataset):
+    """Every frame asks each camera for its objects; a key object appears in its tag's camera at its tag's centre."""
+    point = re.compile(r"at \((\d+\.\d), (\d+\.\d)\)")
+    for scene in load_drivelm(dataset).values():
+        for frame in scene["key_frames"].values():
+            answers = {item["Q"]: item["A"] for item in frame["QA"]["perception"][1:]}
+            asked = {Q_OBJECTS_IN_CAMERA.format(direction=direction): camera
+                     for camera, direction in CAMERA_DIRECTIONS.items()}
+            assert set(answers) == set(asked)
+            points = {}
+            for question, answer in answers.items():
+                xs = [(float(x), float(y)) for x, y in point.findall(answer)]
+                assert all(0 <= x <= WIDTH and 0 <= y <= HEIGHT for x, y in xs)
+                assert [x for x, _ in xs] == sorted(x for x, _ in xs)
+                assert xs or answer.startswith("There is no object")
+                points[asked[question]] = xs
+            for tag in frame["key_object_infos"]:
+                _, camera, x, y = TAG_PATTERN.fullmatch(tag).groups()
+                assert (float(x), float(y)) in points[camera]
 
 
 def test_answer_classes_are_balanced(dataset):

@@ -32,6 +32,7 @@ from ..drivelm import (
     Q_FUTURE_CONFLICT,
     Q_IMPORTANT_OBJECTS,
     Q_MOVING_STATUS,
+    Q_OBJECTS_IN_CAMERA,
     Q_OBJECTS_IN_PATH,
     Q_SAFE_ACTIONS,
     Q_TRAJECTORY,
@@ -213,9 +214,13 @@ class FrameQA:
         self.rng = rng
         self.balancer = AnswerBalancer()
 
+    @staticmethod
+    def notable(seen: Sequence[SeenObject]) -> list[SeenObject]:
+        """Objects near and visible enough to talk about."""
+        return [s for s in seen if s.distance < IMPORTANT_RANGE and s.visibility >= MIN_VISIBILITY]
+
     def important_objects(self, seen: Sequence[SeenObject]) -> list[SeenObject]:
-        candidates = [s for s in seen if s.distance < IMPORTANT_RANGE and s.visibility >= MIN_VISIBILITY]
-        ranked = sorted(candidates, key=lambda s: (not s.in_path, s.distance))
+        ranked = sorted(self.notable(seen), key=lambda s: (not s.in_path, s.distance))
         return ranked[:MAX_IMPORTANT_OBJECTS]
 
     def entry(self, state: WorldState, future: Sequence[WorldState], seen: Sequence[SeenObject],
@@ -231,7 +236,8 @@ class FrameQA:
             "Visual_description": visual_description(s.state), "2d_bbox": [round(v, 1) for v in s.bbox]}
             for s in objects}
         qa = {
-            "perception": [qa_item(Q_IMPORTANT_OBJECTS, self.important_objects_answer(objects, tags))],
+            "perception": [qa_item(Q_IMPORTANT_OBJECTS, self.important_objects_answer(objects, tags)),
+                           *self.camera_object_items(self.notable(seen))],
             "prediction": self.moving_status_items(objects, tags) + self.conflict_items(objects, tags)
             + [qa_item(Q_OBJECTS_IN_PATH, self.objects_in_path_answer(objects, tags, state, end))],
             "planning": self.planning_items(objects, tags, state, end),
@@ -247,6 +253,20 @@ class FrameQA:
                    for s in objects]
         ids = [tags[s.state.instance] for s in objects]
         return f"There is {_join(phrases)}. The IDs of these objects are {_join(ids)}."
+
+    @staticmethod
+    def camera_object_items(objects: Sequence[SeenObject]) -> list[dict]:
+        """One question per camera listing its notable objects left to right with their pixel centres: each answer
+        depends on one view only, the simplest grounding to learn before the six-view, importance-ordered listing.
+        No object ids: which id a non-key object would get cannot be seen in the image."""
+        items = []
+        for camera, direction in CAMERA_DIRECTIONS.items():
+            in_view = sorted((s for s in objects if s.camera == camera), key=lambda s: s.centre[0])
+            phrases = [f"a {visual_description(s.state)[:-1].lower()} at ({s.centre[0]:.1f}, {s.centre[1]:.1f})"
+                       for s in in_view]
+            answer = (f"There is {_join(phrases)}." if phrases else f"There is no object {direction} the ego car.")
+            items.append(qa_item(Q_OBJECTS_IN_CAMERA.format(direction=direction), answer))
+        return items
 
     def _multiple_choice(self, group: str, correct: str, distractors: Sequence[str]) -> tuple[str, str]:
         """(options text, answer letter) with the correct option at the least used letter."""

@@ -2,6 +2,7 @@
 
   drive-mllm eval prepare --drivelm DRIVELM.json --out TEST.json [--seed 0]
   drive-mllm eval predict --model CKPT --gt TEST.json --out PRED.json [--image-root DIR] [--blank-images]
+  drive-mllm eval grounding --model CKPT --drivelm DRIVELM.json --out GROUNDING.json [--frames 16]
   drive-mllm eval score --gt TEST.json (--pred PRED.json | --from-bag BAG [--scene-topic T]) --out DIR
                         [--judge-url URL --judge-model NAME]
 
@@ -39,6 +40,14 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--blank-images", action="store_true", help="black views: the does-it-read-the-cameras baseline")
     predict.add_argument("--max-new-tokens", type=int, default=256)
     predict.add_argument("--device", default="auto")
+    grounding = commands.add_parser(
+        "grounding", help="how much answers depend on the images: answer loss with own, other-scene and black views")
+    grounding.add_argument("--model", required=True, help="checkpoint folder (native InternVL layout)")
+    grounding.add_argument("--drivelm", required=True, help="DriveLM v1.1 JSON with answers (e.g. held-out scenes)")
+    grounding.add_argument("--out", required=True, help="JSON to write (per question kind)")
+    grounding.add_argument("--image-root", help="folder the image paths are relative to (default: the JSON's)")
+    grounding.add_argument("--frames", type=int, default=16, help="key frames to use, spread over the file (0: all)")
+    grounding.add_argument("--device", default="auto")
     score = commands.add_parser("score", help="score predictions against a test file")
     score.add_argument("--gt", required=True, help="test file written by 'prepare'")
     source = score.add_mutually_exclusive_group(required=True)
@@ -90,6 +99,16 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_grounding(args: argparse.Namespace) -> int:
+    from .grounding import grounding, grounding_table, write_grounding
+    from .predict import load_for_prediction
+
+    rows = grounding(load_for_prediction(args.model, args.device), args.drivelm, args.image_root, args.frames)
+    print(grounding_table(rows))
+    print(f"wrote {write_grounding(rows, args.out)}; gap = loss with other views - loss with own views (nats/token)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.command == "score" and args.judge_url and not args.judge_model:
@@ -102,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "predict":
             return run_predict(args)
+        if args.command == "grounding":
+            return run_grounding(args)
         return run_score(args)
     except ValueError as error:
         print(f"drive-mllm eval: {error}", file=sys.stderr)
