@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from .drivelm import Q_IMPORTANT_OBJECTS
+from .evaluation.grounding import question_kind
 from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
 from .tiny_model import build_domain_tokenizer, write_tiny_model
@@ -100,6 +102,21 @@ def evaluate(checkpoint: Path, test: Path, out: Path, blank: bool, log: Path) ->
     return json.loads((out / "scores.json").read_text())
 
 
+def grounding(checkpoint: Path, drivelm: Path, out: Path, log: Path) -> dict[str, dict[str, float]]:
+    """`drive-mllm eval grounding`: what the images are worth to the answers (other-scene views vs own)."""
+    run_command(drive_mllm("eval", "grounding", "--model", str(checkpoint), "--drivelm", str(drivelm), "--out",
+                           str(out), "--frames", "16"), log)
+    return json.loads(out.read_text())
+
+
+def grounding_table(gaps: dict[str, dict[str, dict[str, float]]]) -> str:
+    """Per model: the loss gap over all QA and over the object listing (~0: answers from the question alone)."""
+    rows = [f"| {name} | {rows['all']['gap_other']:+.4f} | {rows.get(question_kind(Q_IMPORTANT_OBJECTS), {}).get('gap_other', 0):+.4f} | "
+            f"{rows['all']['gap_blank']:+.4f} |" for name, rows in gaps.items()]
+    return ("| model | gap, other scene's views (all QA) | same, object listing | gap, black views |\n|---|---|---|---|\n"
+            + "\n".join(rows))
+
+
 def ratio(numerator: float | None, denominator: float | None) -> str:
     return f"{numerator / denominator:.1%}" if numerator is not None and denominator else "n/a"
 
@@ -153,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 log)
     scores = {name: evaluate(checkpoint, test, out / "eval" / name, name.endswith("blank"), log)
               for name, checkpoint in zip(EVALUATED, (teacher, student, student), strict=True)}
-    summary = recipe_summary(args, out, scores, teacher, student, time.monotonic() - started)
+    gaps = {name: grounding(checkpoint, held_out / "v1_1_train_nus.json", out / "eval" / f"{name}_grounding.json", log)
+            for name, checkpoint in (("teacher", teacher), ("student", student))}
+    summary = recipe_summary(args, out, scores, gaps, teacher, student, time.monotonic() - started)
     (out / "summary.md").write_text(summary)
     print(summary)
     gain = (scores["student"]["accuracy"] or 0) - (scores["student_blank"]["accuracy"] or 0)
@@ -176,7 +195,7 @@ def data_counts(drivelm_json: Path) -> str:
     return f"{len(data)} scenes, {len(frames)} key frames, {qa} QA"
 
 
-def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, teacher: Path, student: Path,
+def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict, teacher: Path, student: Path,
                    seconds: float) -> str:
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
     world = out / "world"
@@ -190,7 +209,8 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, teacher: P
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
             f"val {data_counts(world / 'train/drivelm/v1_1_val_nus.json')}; held out: seed {HELD_OUT_SEED}, "
             f"{data_counts(world / 'held_out/drivelm/v1_1_train_nus.json')}.\n\n## Held-out evaluation\n"
-            f"{evaluation_table(scores)}\n\n{goals_line(scores)}\n")
+            f"{evaluation_table(scores)}\n\n{goals_line(scores)}\n\n## Grounding (held-out, nats per answer token)\n"
+            f"{grounding_table(gaps)}\n")
 
 
 def install(student: Path, target: Path, summary: str) -> None:
