@@ -183,7 +183,7 @@ def test_per_camera_questions_list_each_views_objects_left_to_right(dataset):
     point = re.compile(r"at \((\d+\.\d), (\d+\.\d)\)")
     for scene in load_drivelm(dataset).values():
         for frame in scene["key_frames"].values():
-            answers = {item["Q"]: item["A"] for item in frame["QA"]["perception"][1:]}
+            answers = {item["Q"]: item["A"] for item in frame["QA"]["perception"][1:7]}
             asked = {Q_OBJECTS_IN_CAMERA.format(direction=direction): camera
                      for camera, direction in CAMERA_DIRECTIONS.items()}
             assert set(answers) == set(asked)
@@ -197,6 +197,27 @@ def test_per_camera_questions_list_each_views_objects_left_to_right(dataset):
             for tag in frame["key_object_infos"]:
                 _, camera, x, y = TAG_PATTERN.fullmatch(tag).groups()
                 assert (float(x), float(y)) in points[camera]
+
+
+def test_locate_questions_answer_where_a_uniquely_described_object_is(dataset):
+    """"Where is the silver car?" is asked only when one object looks like that; a key object is found at its tag."""
+    question = re.compile(r"^Where is the (.+) in the current scene\?$")
+    answer = re.compile(r"^The (.+) is (to the .+ of) the ego car at \((\d+\.\d), (\d+\.\d)\)\.$")
+    located = 0
+    for scene in load_drivelm(dataset).values():
+        for frame in scene["key_frames"].values():
+            items = [item for item in frame["QA"]["perception"] if question.match(item["Q"])]
+            descriptions = [question.match(item["Q"]).group(1) for item in items]
+            assert len(descriptions) == len(set(descriptions)) and len(items) <= 4
+            for item, description in zip(items, descriptions, strict=True):
+                said, direction, x, y = answer.match(item["A"]).groups()
+                assert said == description
+                for tag, info in frame["key_object_infos"].items():
+                    if info["Visual_description"][:-1].lower() == description:
+                        _, camera, tag_x, tag_y = TAG_PATTERN.fullmatch(tag).groups()
+                        assert (CAMERA_DIRECTIONS[camera], x, y) == (direction, tag_x, tag_y)
+                        located += 1
+    assert located > 0
 
 
 def test_answer_classes_are_balanced(dataset):

@@ -31,6 +31,7 @@ from ..drivelm import (
     Q_BEHAVIOR,
     Q_FUTURE_CONFLICT,
     Q_IMPORTANT_OBJECTS,
+    Q_LOCATE_OBJECT,
     Q_MOVING_STATUS,
     Q_OBJECTS_IN_CAMERA,
     Q_OBJECTS_IN_PATH,
@@ -237,7 +238,7 @@ class FrameQA:
             for s in objects}
         qa = {
             "perception": [qa_item(Q_IMPORTANT_OBJECTS, self.important_objects_answer(objects, tags)),
-                           *self.camera_object_items(self.notable(seen))],
+                           *self.camera_object_items(self.notable(seen)), *self.locate_items(self.notable(seen))],
             "prediction": self.moving_status_items(objects, tags) + self.conflict_items(objects, tags)
             + [qa_item(Q_OBJECTS_IN_PATH, self.objects_in_path_answer(objects, tags, state, end))],
             "planning": self.planning_items(objects, tags, state, end),
@@ -266,6 +267,21 @@ class FrameQA:
                        for s in in_view]
             answer = (f"There is {_join(phrases)}." if phrases else f"There is no object {direction} the ego car.")
             items.append(qa_item(Q_OBJECTS_IN_CAMERA.format(direction=direction), answer))
+        return items
+
+    @staticmethod
+    def locate_items(objects: Sequence[SeenObject], count: int = MAX_IMPORTANT_OBJECTS) -> list[dict]:
+        """"Where is the silver car?" for the nearest objects whose description no other object shares: a lookup
+        by appearance that answers with camera and position, what a small model learns before per-camera questions
+        (docs/STUDENT.md, run 3)."""
+        described = Counter(visual_description(s.state) for s in objects)
+        unique = sorted((s for s in objects if described[visual_description(s.state)] == 1), key=lambda s: s.distance)
+        items = []
+        for seen in unique[:count]:
+            description = visual_description(seen.state)[:-1].lower()
+            items.append(qa_item(Q_LOCATE_OBJECT.format(description=description),
+                                 f"The {description} is {CAMERA_DIRECTIONS[seen.camera]} the ego car at "
+                                 f"({seen.centre[0]:.1f}, {seen.centre[1]:.1f})."))
         return items
 
     def _multiple_choice(self, group: str, correct: str, distractors: Sequence[str]) -> tuple[str, str]:
