@@ -38,6 +38,8 @@ def test_question_kind_drops_tags_and_options():
     question = ("What is the moving status of object <c1,CAM_FRONT,1.0,2.0>? Please select the correct answer from "
                 "the following options: A. Stopped. B. Going ahead.")
     assert question_kind(question) == "What is the moving status of object <object>?"
+    assert question_kind("Where is the cyclist in a blue shirt in the current scene?") == question_kind(
+        "Where is the red car in the current scene?") == "Where is the <object> in the current scene?"
 
 
 def test_grounding_names_a_frame_without_all_cameras(tiny_per_view_checkpoint, tmp_path, capsys):

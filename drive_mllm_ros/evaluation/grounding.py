@@ -20,19 +20,21 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..drivelm import TAG_PATTERN
+from ..drivelm import Q_LOCATE_OBJECT, TAG_PATTERN
 from ..model import DrivingModel, PreparedFrame
 from ..train.collate import IGNORE_INDEX, encode_conversation
 from ..train.data import read_image
 from .testset import key_frames, load_json
 
 VIEWS = ("own", "other", "blank")
+LOCATE = re.compile(re.escape(Q_LOCATE_OBJECT).replace(re.escape("{description}"), ".+"))
 OPTIONS = re.compile(r"\s*Please select the correct answer from the following options:.*$", re.DOTALL)
 
 
 def question_kind(question: str) -> str:
-    """The question's template: object tags and multiple-choice options removed."""
-    return OPTIONS.sub("", TAG_PATTERN.sub("<object>", question)).strip()
+    """The question's template: object tags, described objects and multiple-choice options removed."""
+    kind = OPTIONS.sub("", TAG_PATTERN.sub("<object>", question)).strip()
+    return Q_LOCATE_OBJECT.format(description="<object>") if LOCATE.fullmatch(kind) else kind
 
 
 @dataclass
