@@ -376,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except RuntimeError:
+        # A message take that SIGINT's context shutdown interrupts raises a bare pybind11 conversion error.
+        if rclpy.ok():
+            raise
     finally:
         node._stop_worker()
         node._close_recorder()
