@@ -227,7 +227,7 @@ class FrameQA:
     def entry(self, state: WorldState, future: Sequence[WorldState], seen: Sequence[SeenObject],
               image_paths: dict[str, str], sweep_period: float) -> dict | None:
         """The key frame's DriveLM entry, or None when no object is worth asking about."""
-        objects = self.important_objects(seen)
+        objects, notable = self.important_objects(seen), self.notable(seen)
         if not objects:
             return None
         tags = {s.state.instance: format_tag(f"c{i + 1}", s.camera, *s.centre) for i, s in enumerate(objects)}
@@ -238,7 +238,7 @@ class FrameQA:
             for s in objects}
         qa = {
             "perception": [qa_item(Q_IMPORTANT_OBJECTS, self.important_objects_answer(objects, tags)),
-                           *self.camera_object_items(self.notable(seen)), *self.locate_items(self.notable(seen))],
+                           *self.camera_object_items(notable), *self.locate_items(notable)],
             "prediction": self.moving_status_items(objects, tags) + self.conflict_items(objects, tags)
             + [qa_item(Q_OBJECTS_IN_PATH, self.objects_in_path_answer(objects, tags, state, end))],
             "planning": self.planning_items(objects, tags, state, end),
@@ -258,8 +258,7 @@ class FrameQA:
     @staticmethod
     def camera_object_items(objects: Sequence[SeenObject]) -> list[dict]:
         """One question per camera listing its notable objects left to right with their pixel centres: each answer
-        depends on one view only, the simplest grounding to learn before the six-view, importance-ordered listing.
-        No object ids: which id a non-key object would get cannot be seen in the image."""
+        depends on one view only. No object ids: which id a non-key object would get cannot be seen in the image."""
         items = []
         for camera, direction in CAMERA_DIRECTIONS.items():
             in_view = sorted((s for s in objects if s.camera == camera), key=lambda s: s.centre[0])
@@ -272,8 +271,7 @@ class FrameQA:
     @staticmethod
     def locate_items(objects: Sequence[SeenObject], count: int = MAX_IMPORTANT_OBJECTS) -> list[dict]:
         """"Where is the silver car?" for the nearest objects whose description no other object shares: a lookup
-        by appearance that answers with camera and position, what a small model learns before per-camera questions
-        (docs/STUDENT.md, run 3)."""
+        by appearance answered by naming where, the kind of question small models learn first (docs/STUDENT.md, run 3)."""
         described = Counter(visual_description(s.state) for s in objects)
         unique = sorted((s for s in objects if described[visual_description(s.state)] == 1), key=lambda s: s.distance)
         items = []

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..drivelm import Q_LOCATE_OBJECT, TAG_PATTERN
 from ..model import DrivingModel, PreparedFrame
 from ..train.collate import IGNORE_INDEX, encode_conversation
-from ..train.data import read_image
+from .predict import frame_views
 from .testset import key_frames, load_json
 
 VIEWS = ("own", "other", "blank")
@@ -70,12 +70,11 @@ def frame_entries(drivelm_path: Path, frames: int) -> list[tuple[str, dict]]:
     return entries[::step][: frames or None]
 
 
-def frame_views(frame: dict, model: DrivingModel, image_root: Path, where: str) -> list[np.ndarray]:
-    paths = frame.get("image_paths") or {}
-    missing = [camera for camera in model.builder.rig.names if camera not in paths]
-    if missing:
-        raise ValueError(f"{where}: expected image paths for {missing}")
-    return [read_image(str(image_root / paths[camera])) for camera in model.builder.rig.names]
+def own_views(frame: dict, model: DrivingModel, image_root: Path, where: str) -> list[np.ndarray]:
+    try:
+        return frame_views(frame, model.builder, image_root, blank=False)
+    except ValueError as error:
+        raise ValueError(f"{where}: {error}") from None
 
 
 def grounding(model: DrivingModel, drivelm_path: str | Path, image_root: str | Path | None = None,
@@ -84,7 +83,7 @@ def grounding(model: DrivingModel, drivelm_path: str | Path, image_root: str | P
     drivelm_path = Path(drivelm_path)
     image_root = Path(image_root) if image_root else drivelm_path.parent
     entries = frame_entries(drivelm_path, frames)
-    views = [frame_views(frame, model, image_root, where) for where, frame in entries]
+    views = [own_views(frame, model, image_root, where) for where, frame in entries]
     losses: dict[str, KindLoss] = defaultdict(KindLoss)
     for index, (_, frame) in enumerate(tqdm(entries, desc="grounding", unit="frame")):
         own = views[index]
