@@ -3,7 +3,8 @@
 1. `drive-mllm world` twice: training scenes (seed 1) and held-out scenes (seed 9001, used by no training run).
 2. One byte-level BPE domain tokenizer trained on the training QA, shared by teacher and student (logit KD).
 3. Random-init teacher and student checkpoints (224-px per_view tiles) with that tokenizer.
-4. `drive-mllm train` with config/train/student_teacher.yaml (SFT), then student_distill.yaml (distillation).
+4. `drive-mllm train` per model: config/train/student_objects.yaml (the vision tower learns to mark objects), then
+   with that vision frozen student_teacher.yaml (SFT) for the teacher, student_distill.yaml for the student.
 5. `drive-mllm eval prepare/predict/score` on the held-out scenes: teacher, student, student with blank images.
 6. The student goes to --install (e.g. models/student) only when it clearly reads the cameras: its accuracy is at
    least --min-camera-gain above the same student fed blank images.
@@ -94,6 +95,13 @@ def train(config: str, overrides: list[str], log: Path) -> None:
     run_command(drive_mllm("train", "--config", config, *overrides), log)
 
 
+def pretrain_vision(checkpoint: Path, out: Path, data: list[str], steps: int, log: Path) -> Path:
+    """Object maps first: trained end to end from random init, the models never read the cameras (docs/STUDENT.md)."""
+    train("config/train/student_objects.yaml", [f"model.path={checkpoint}", *data, f"training.output_dir={out}",
+                                                f"training.max_steps={steps}"], log)
+    return out / "model"
+
+
 def evaluate(checkpoint: Path, test: Path, out: Path, blank: bool, log: Path) -> dict[str, float]:
     prediction = out / "pred.json"
     run_command(drive_mllm("eval", "predict", "--model", str(checkpoint), "--gt", str(test), "--out", str(prediction),
@@ -142,8 +150,9 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--train-scenes", type=int, default=80)
     root.add_argument("--held-out-scenes", type=int, default=4)
     root.add_argument("--vocab-size", type=int, default=1024)
-    root.add_argument("--teacher-steps", type=int, default=3000)
-    root.add_argument("--student-steps", type=int, default=3000)
+    root.add_argument("--vision-steps", type=int, default=1500, help="object-map steps per model (4 frames each)")
+    root.add_argument("--teacher-steps", type=int, default=3000, help="SFT steps (one frame's QA pack each)")
+    root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.25,
                       help="accuracy the student must gain over blank images to be installed")
@@ -159,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_world(out / "world/held_out", HELD_OUT_SEED, args.held_out_scenes, 0.0, log)
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
-    train("config/train/student_teacher.yaml", [f"model.path={teacher_init}", *data, f"training.output_dir={out}/teacher",
-          f"training.max_steps={args.teacher_steps}"], log)
+    teacher_vision = pretrain_vision(teacher_init, out / "teacher_vision", data, args.vision_steps, log)
+    train("config/train/student_teacher.yaml", [f"model.path={teacher_vision}", *data,
+          f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
     teacher = out / "teacher/model"
-    train("config/train/student_distill.yaml", [f"model.path={student_init}", *data, f"method.teacher_path={teacher}",
+    student_vision = pretrain_vision(student_init, out / "student_vision", data, args.vision_steps, log)
+    train("config/train/student_distill.yaml", [f"model.path={student_vision}", *data, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student", f"training.max_steps={args.student_steps}"], log)
     student = out / "student/model"
     test = held_out / "test.json"
@@ -205,7 +216,8 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict
             f"| architecture ({EMBEDDED_WORLD_SIZE[0]}x{EMBEDDED_WORLD_SIZE[1]} views, per_view {TILE_SIZE}-px tiles) | "
             f"{architecture(TEACHER_SIZES)} | {architecture(STUDENT_SIZES)} |\n"
             f"| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.1%}) |\n"
-            f"| training | {args.teacher_steps} SFT steps | {args.student_steps} distillation steps |\n\n"
+            f"| training | {args.vision_steps} object-map steps, then {args.teacher_steps} SFT steps (vision frozen) | "
+            f"{args.vision_steps} object-map steps, then {args.student_steps} distillation steps (vision frozen) |\n\n"
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
             f"val {data_counts(world / 'train/drivelm/v1_1_val_nus.json')}; held out: seed {HELD_OUT_SEED}, "
             f"{data_counts(world / 'held_out/drivelm/v1_1_train_nus.json')}.\n\n## Held-out evaluation\n"

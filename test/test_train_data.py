@@ -17,7 +17,13 @@ from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.preprocess import TilingSpec
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.train.arguments import ConfigError, DataArguments, parse_config
-from drive_mllm_ros.train.collate import IGNORE_INDEX, AnswerOnlyCollator, encode_conversation
+from drive_mllm_ros.train.collate import (
+    IGNORE_INDEX,
+    AnswerOnlyCollator,
+    answer_logits,
+    encode_conversation,
+    pack_encoded,
+)
 from drive_mllm_ros.train.data import DataError, build_datasets
 
 WIDTH, HEIGHT = 320, 180
@@ -212,6 +218,36 @@ def test_general_data_is_mixed_at_the_ratio(tokenizer, world, tmp_path):
     assert train[sample]["input_ids"].count(tokenizer.context_image_token_id) == TOKENS_PER_TILE
 
 
+def test_a_pack_repeats_no_prefix_token_and_predicts_each_answer_inside_its_segment():
+    same = ([1, 2, 3, 4, 5], [IGNORE_INDEX] * 3 + [4, 5])  # the same QA twice (a stage weight of 2)
+    packed = pack_encoded([same, same])
+    assert packed["input_ids"] == [1, 2, 3, 4, 5, 3, 4, 5]
+    assert packed["labels"] == [IGNORE_INDEX] * 3 + [4, 5, IGNORE_INDEX, 4, 5]
+    assert packed["segment_ids"] == [0, 0, 1, 1, 1, 2, 2, 2]
+    assert packed["position_ids"] == [0, 1, 2, 3, 4, 2, 3, 4]
+
+
+def test_frame_packs_give_each_answer_the_logits_of_its_own_sample(world, tokenizer, tiny_checkpoint):
+    import torch
+    from transformers import InternVLForConditionalGeneration
+
+    single, _, _ = build(world, tokenizer)
+    packed, _, report = build(world, tokenizer, pack_frame_qa=True)  # one pack per frame
+    assert sorted(i for pack in packed.packs for i in pack) == list(range(len(single.samples)))
+    assert report.packs == len(packed) < len(single) and "frame packs" in report.summary()
+    assert all(len({packed.samples[i].image_paths for i in pack}) == 1 for pack in packed.packs)
+    model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+    collate = AnswerOnlyCollator(tokenizer.pad_token_id)
+    first, second = packed[0], packed[1]
+    assert first["input_ids"].count(tokenizer.context_image_token_id) == 6 * TOKENS_PER_TILE  # images once
+    with torch.no_grad():
+        pack_logits, pack_targets, _ = answer_logits(model, collate([first, second]))  # padded batch of two packs
+        alone_logits, alone_targets, _ = answer_logits(
+            model, collate([packed.single(i) for pack in packed.packs[:2] for i in pack]))
+    assert torch.equal(pack_targets, alone_targets)
+    torch.testing.assert_close(pack_logits, alone_logits, atol=1e-4, rtol=1e-4)
+
+
 def test_config_unknown_key_names_the_nearest(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("model: {path: x}\ndata: {drivelm_json: y}\ntraining: {output_dir: z, learnig_rate: 1.0e-5}\n")
@@ -223,6 +259,15 @@ def test_config_unknown_key_names_the_nearest(tmp_path):
         parse_config(None, ["metod.name=sft"])
     parsed = parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z", "method.top_k=8"])
     assert parsed.method.top_k == 8
+
+
+def test_exponent_floats_are_numbers_in_files_and_overrides(tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text("model: {path: x}\ndata: {drivelm_json: y}\ntraining: {output_dir: z, learning_rate: 3e-4}\n")
+    assert parse_config(config).training["learning_rate"] == 3e-4
+    parsed = parse_config(config, ["training.weight_decay=1E-2", "method.temperature=2", "training.run_name=1e5x"])
+    assert parsed.training["weight_decay"] == 0.01 and parsed.method.temperature == 2
+    assert parsed.training["run_name"] == "1e5x"  # not a number: stays text
 
 
 def test_example_configs_parse():

@@ -62,7 +62,7 @@ def samples(tokenizer) -> list[dict]:
     for index, (question, answer) in enumerate(QA):
         input_ids, labels = encode_conversation(tokenizer, BUILDER.messages(question, answer), [1] * 6, 64)
         pixels = torch.randn(6, 3, 224, 224, generator=generator)
-        features.append({"input_ids": input_ids, "labels": labels, "pixel_values": pixels, "sample_id": f"s{index}"})
+        features.append({"input_ids": input_ids, "labels": labels, "pixel_values": pixels, "sample_ids": [f"s{index}"]})
     return features
 
 
@@ -75,7 +75,10 @@ class FeatureList(list):
 
     @property
     def samples(self) -> list[SimpleNamespace]:
-        return [SimpleNamespace(sample_id=feature["sample_id"]) for feature in self]
+        return [SimpleNamespace(sample_id=feature["sample_ids"][0]) for feature in self]
+
+    def single(self, index: int) -> dict:
+        return self[index]
 
 
 def method(**changes) -> MethodArguments:

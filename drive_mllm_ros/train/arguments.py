@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import yaml
 
 from ..drivelm import STAGES
 
-SFT, DISTILL = "sft", "distill"
+SFT, DISTILL, OBJECTS = "sft", "distill", "objects"  # objects: vision pretraining (train/object_maps.py)
 TUNES = ("full", "frozen_vision", "lora")
 MISSING_IMAGE_POLICIES = ("skip", "fail")
 OVERLONG_POLICIES = ("drop", "truncate")
@@ -65,6 +66,9 @@ class DataArguments:
     max_length: int = 8192
     overlong: str = "drop"
     max_samples: int = 0  # 0: all (after weighting); for quick runs
+    # Train a frame's QA in one sequence (up to max_length tokens): the images once, each QA attending to them and to
+    # itself only, as if alone (what the node's fast path serves); the held-out loss stays per QA.
+    pack_frame_qa: bool = False
     seed: int = 0
 
 
@@ -121,6 +125,21 @@ def drivelm_sources(data: DataArguments) -> list[DriveLMSource]:
     return [main, *(extra_source(entry, f"data.extra_drivelm_json[{i}]") for i, entry in enumerate(extra))]
 
 
+class ConfigLoader(yaml.SafeLoader):
+    """YAML 1.1 with YAML 1.2's floats: `3e-4` is a number, as users write learning rates, not the string '3e-4'."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 SECTIONS: dict[str, type] = {"model": ModelArguments, "data": DataArguments, "method": MethodArguments}
 
 
@@ -162,12 +181,12 @@ def apply_override(raw: dict[str, Any], override: str) -> None:
     if "." not in key:
         raise unknown_key_error(key, valid_keys())
     section, name = key.split(".", 1)
-    raw.setdefault(section, {})[name] = yaml.safe_load(value)
+    raw.setdefault(section, {})[name] = load_yaml(value)
 
 
 def parse_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """YAML file + overrides -> checked TrainConfig; unknown sections and keys name the nearest valid one."""
-    raw = yaml.safe_load(Path(path).read_text()) if path else {}
+    raw = load_yaml(Path(path).read_text()) if path else {}
     raw = raw or {}
     for override in overrides:
         apply_override(raw, override)
@@ -204,8 +223,11 @@ def check_config(config: TrainConfig) -> None:
         problems.append(f"data.missing_images: expected one of {MISSING_IMAGE_POLICIES}, got '{data.missing_images}'")
     if data.overlong not in OVERLONG_POLICIES:
         problems.append(f"data.overlong: expected one of {OVERLONG_POLICIES}, got '{data.overlong}'")
-    if method.name not in (SFT, DISTILL):
-        problems.append(f"method.name: expected '{SFT}' or '{DISTILL}', got '{method.name}'")
+    if method.name not in (SFT, DISTILL, OBJECTS):
+        problems.append(f"method.name: expected '{SFT}', '{DISTILL}' or '{OBJECTS}', got '{method.name}'")
+    if method.name == OBJECTS and method.tune != "full":
+        problems.append(f"method.tune: '{OBJECTS}' trains the vision tower and projector, expected 'full', got "
+                        f"'{method.tune}'")
     if method.tune not in TUNES:
         problems.append(f"method.tune: expected one of {TUNES}, got '{method.tune}'")
     if method.name == DISTILL and not (method.teacher_path or method.teacher_cache):

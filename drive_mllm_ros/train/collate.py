@@ -3,6 +3,10 @@
 Prompts are tokenized exactly as the node tokenizes them (`model.encode_with_images` on the chat template's
 text), so the student trains on what it is served. Labels are the assistant's answer tokens and the end-of-turn
 token; the prompt, the image tokens, the template's trailing newline and the padding are -100.
+
+A frame pack (`pack_encoded`) holds several single-QA samples of one frame in one row: their shared prefix (the
+images) once, then each sample's rest, which attends to the prefix and to itself only and continues the prefix's
+positions. Every answer token then sees exactly what it sees in its own sample, at the cost of one image encoding.
 """
 
 from __future__ import annotations
@@ -55,29 +59,79 @@ def encode_conversation(
     return input_ids, labels
 
 
+def shared_prefix_length(encoded: list[tuple[list[int], list[int]]]) -> int:
+    """Tokens all samples start with, ending before the last one whose logits predict no answer token of any sample
+    (so that every answer is predicted from inside its own segment)."""
+    first = encoded[0][0]
+    common = next((i for i in range(len(first)) if any(i >= len(ids) or ids[i] != first[i] for ids, _ in encoded)),
+                  len(first))
+    first_answer = min(next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+                       for _, labels in encoded)
+    return max(min(common, first_answer - 1), 0)
+
+
+def pack_encoded(encoded: list[tuple[list[int], list[int]]]) -> dict[str, list[int]]:
+    """Encoded samples of one frame -> one row: input ids, labels, segment ids (0: shared prefix, k: the k-th
+    sample) and position ids (each sample's rest continues from the prefix)."""
+    prefix = shared_prefix_length(encoded)
+    row = {"input_ids": list(encoded[0][0][:prefix]), "labels": [IGNORE_INDEX] * prefix, "segment_ids": [0] * prefix,
+           "position_ids": list(range(prefix))}
+    for segment, (ids, labels) in enumerate(encoded, start=1):
+        rest = len(ids) - prefix
+        row["input_ids"] += ids[prefix:]
+        row["labels"] += labels[prefix:]
+        row["segment_ids"] += [segment] * rest
+        row["position_ids"] += range(prefix, prefix + rest)
+    return row
+
+
 class AnswerOnlyCollator:
-    """Right-pads a list of encoded samples; pixel values of all samples are concatenated, as InternVL expects."""
+    """Right-pads a list of encoded samples (or frame packs); pixel values of all samples are concatenated, as
+    InternVL expects. Packs also give segment ids (-1 on padding) and position ids."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         length = max(len(f["input_ids"]) for f in features)
-        input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), length), IGNORE_INDEX, dtype=torch.long)
+        columns = {"input_ids": self.pad_token_id, "labels": IGNORE_INDEX}
+        if "segment_ids" in features[0]:
+            columns.update(segment_ids=-1, position_ids=0)
+        batch = {name: torch.full((len(features), length), pad, dtype=torch.long) for name, pad in columns.items()}
         attention_mask = torch.zeros((len(features), length), dtype=torch.long)
         for row, feature in enumerate(features):
             size = len(feature["input_ids"])
-            input_ids[row, :size] = torch.as_tensor(feature["input_ids"])
-            labels[row, :size] = torch.as_tensor(feature["labels"])
+            for name in columns:
+                batch[name][row, :size] = torch.as_tensor(feature[name])
             attention_mask[row, :size] = 1
         return {
-            "input_ids": input_ids,
+            **batch,
             "attention_mask": attention_mask,
-            "labels": labels,
             "pixel_values": torch.cat([f["pixel_values"] for f in features]),
-            "sample_ids": [f["sample_id"] for f in features],
+            "sample_ids": [sample_id for f in features for sample_id in f["sample_ids"]],
         }
+
+
+def pack_attention_mask(segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, L, L) additive mask: causal, and a token sees the shared prefix (segment 0) and its own segment;
+    padding (-1) is seen by nobody and sees itself only (no empty softmax row)."""
+    length = segment_ids.shape[1]
+    query, key = segment_ids[:, :, None], segment_ids[:, None, :]
+    causal = torch.ones(length, length, dtype=torch.bool, device=segment_ids.device).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segment_ids.device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)[:, None]
+
+
+def model_inputs(inputs: dict[str, Any], dtype: torch.dtype, device: torch.device | None = None) -> dict[str, Any]:
+    """The forward arguments of a batch, on `device`, with pixel values in `dtype`; packs get their 4D mask."""
+    names = ("input_ids", "attention_mask", "pixel_values", "segment_ids", "position_ids")
+    moved = {name: inputs[name].to(device) if device else inputs[name] for name in names if name in inputs}
+    moved["pixel_values"] = moved["pixel_values"].to(dtype)
+    if "segment_ids" in moved:
+        moved["attention_mask"] = pack_attention_mask(moved.pop("segment_ids"), dtype)
+    return moved
 
 
 def answer_mask(labels: torch.Tensor) -> torch.Tensor:
@@ -95,12 +149,7 @@ def answer_logits(model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, tor
     """
     labels = inputs["labels"]
     mask = answer_mask(labels)
-    output = model(
-        input_ids=inputs["input_ids"],
-        attention_mask=inputs["attention_mask"],
-        pixel_values=inputs["pixel_values"],
-        logits_to_keep=mask,
-    )
+    output = model(**model_inputs(inputs, next(model.parameters()).dtype), logits_to_keep=mask)  # DDP has no .dtype
     targets = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX]
     return output.logits.reshape(-1, output.logits.shape[-1]), targets, mask
 

@@ -29,7 +29,7 @@ from ..drivelm import Q_BEHAVIOR_OPEN
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import IMAGE_PLACEHOLDER, PromptBuilder
 from .arguments import DataArguments, drivelm_sources
-from .collate import IGNORE_INDEX, encode_conversation
+from .collate import IGNORE_INDEX, encode_conversation, pack_encoded
 
 FRAME, IMAGE = "frame", "image"  # sample images: the rig's camera views, or plain images (general data)
 GENERAL_STAGE = "general"
@@ -66,6 +66,7 @@ class DataReport:
     missing_image_samples: int = 0
     truncated: int = 0
     dropped_too_long: int = 0
+    packs: int = 0  # frame packs the samples went into (0: not packed)
 
     def summary(self) -> str:
         stages = ", ".join(f"{stage} {count}" for stage, count in sorted(self.samples.items()))
@@ -76,7 +77,7 @@ class DataReport:
             f"{sum(self.qa.values())} QA; open behaviour added {self.open_behavior_added}; skipped: "
             f"{self.malformed_qa} malformed QA, {self.missing_image_frames} frames and "
             f"{self.missing_image_samples} general samples with missing images, {self.dropped_too_long} "
-            f"over the length limit; {self.truncated} truncated"
+            f"over the length limit; {self.truncated} truncated{f'; {self.packs} frame packs' if self.packs else ''}"
         )
 
 
@@ -247,7 +248,8 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 class ConversationDataset(Dataset):
-    """Samples -> model inputs: images loaded and tiled as the node does, ids and answer-only labels."""
+    """Samples -> model inputs: images loaded and tiled as the node does, ids and answer-only labels; after
+    `pack_frames`, each item is a pack of one frame's samples (`collate.pack_encoded`)."""
 
     def __init__(
         self, samples: list[Sample], tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, image_seq_length: int
@@ -255,9 +257,10 @@ class ConversationDataset(Dataset):
         self.samples, self.tokenizer, self.spec, self.builder = samples, tokenizer, spec, builder
         self.image_seq_length = image_seq_length
         self.template_lengths: dict[tuple[str, ...], int] = {}
+        self.packs: list[list[int]] | None = None  # sample indices per item, once packed
 
     def __len__(self) -> int:
-        return len(self.samples)
+        return len(self.packs) if self.packs is not None else len(self.samples)
 
     def tiles_per_image(self, sample: Sample) -> list[int]:
         """Tile counts without decoding: the layout's image sizes for frames, file headers for general images."""
@@ -279,10 +282,41 @@ class ConversationDataset(Dataset):
         return to_pixel_values(images, self.spec)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        if self.packs is None:
+            return self.single(index)
+        members = [self.samples[i] for i in self.packs[index]]
+        pixel_values, tiles = self.pixel_values(members[0])  # one frame: the same images for all
+        packed = pack_encoded([self.encode(sample, tiles) for sample in members])
+        return {**packed, "pixel_values": pixel_values, "sample_ids": [sample.sample_id for sample in members]}
+
+    def single(self, index: int) -> dict[str, Any]:
+        """Sample `index` on its own, packed or not."""
         sample = self.samples[index]
         pixel_values, tiles = self.pixel_values(sample)
         input_ids, labels = self.encode(sample, tiles)
-        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_id": sample.sample_id}
+        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_ids": [sample.sample_id]}
+
+    def pack_frames(self, max_length: int, seed: int) -> None:
+        """Group the samples of each frame (shuffled, seeded) into packs of at most `max_length` tokens (by the
+        length bound, the images counted once); general samples stay alone."""
+        rng = np.random.default_rng(seed)
+        by_frame: dict[tuple[str, ...], list[int]] = {}
+        for index, sample in enumerate(self.samples):
+            key = sample.image_paths if sample.image_kind == FRAME else (sample.sample_id, str(index))
+            by_frame.setdefault(key, []).append(index)
+        self.packs = []
+        for indices in by_frame.values():
+            tiles = self.tiles_per_image(self.samples[indices[0]])
+            images = sum(self.image_seq_length * count + 2 for count in tiles)
+            pack, length = [], images
+            for index in rng.permutation(indices).tolist():
+                rest = self.length_bound(self.samples[index], tiles) - images
+                if pack and length + rest > max_length:
+                    self.packs.append(pack)
+                    pack, length = [], images
+                pack.append(index)
+                length += rest
+            self.packs.append(pack)
 
     def length_bound(self, sample: Sample, tiles: list[int]) -> int:
         """An upper bound of the token count without tokenizing: byte-level BPE gives at most one token per
@@ -338,6 +372,9 @@ def build_datasets(
         samples = [samples[i] for i in sorted(order)]
     train = ConversationDataset(samples, tokenizer, spec, builder, image_seq_length)
     train.fit_length(args.max_length, args.overlong, report)
+    if args.pack_frame_qa:
+        train.pack_frames(args.max_length, args.seed)
+        report.packs = len(train)
     report.samples = Counter(sample.stage for sample in train.samples)
     report.sources = Counter(sample.source for sample in train.samples if sample.source)
     if not train.samples:

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .arguments import MethodArguments
-from .collate import answer_cross_entropy, answer_logits, answer_mask
+from .collate import answer_cross_entropy, answer_logits, answer_mask, model_inputs
 
 PROJECTION_ATTRIBUTE = "vision_distill_projection"  # lives on the student so DDP syncs it; dropped on export
 
@@ -149,8 +149,7 @@ class Distiller:
         self.teacher_tap = VisionFeatureTap(self.teacher, self.method.vision_layers)
 
     def teacher_logits(self, inputs: dict[str, torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        device_inputs = {k: inputs[k].to(self.teacher_device) for k in ("input_ids", "attention_mask", "pixel_values")}
-        device_inputs["pixel_values"] = device_inputs["pixel_values"].to(self.teacher.dtype)
+        device_inputs = model_inputs(inputs, self.teacher.dtype, self.teacher_device)
         with torch.no_grad():
             output = self.teacher(**device_inputs, logits_to_keep=mask.to(self.teacher_device))
         return output.logits.reshape(-1, output.logits.shape[-1])[:, : self.vocab_size]
@@ -215,10 +214,9 @@ def precompute_teacher_topk(
     todo = {s.sample_id: i for i, s in enumerate(dataset.samples) if not cache_file(cache_dir, s.sample_id).is_file()}
     teacher.eval()
     for sample_id, index in tqdm(todo.items(), desc="teacher top-k", unit="sample"):
-        batch = collator([dataset[index]])
+        batch = collator([dataset.single(index)])
         mask = answer_mask(batch["labels"]).to(device)
-        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "pixel_values")}
-        inputs["pixel_values"] = inputs["pixel_values"].to(teacher.dtype)
+        inputs = model_inputs(batch, teacher.dtype, device)
         with torch.no_grad():
             logits = teacher(**inputs, logits_to_keep=mask).logits
         values, indices = logits.reshape(-1, logits.shape[-1])[:, :vocab_size].float().topk(top_k, dim=-1)

@@ -1,6 +1,6 @@
 """The trained student as a folder the node loads as is: native InternVL layout, tokenizer, processor files, card.
 
-LoRA adapters are merged and the distillation projection dropped first. The folder is written next to its
+LoRA adapters are merged and the training-only heads (distillation projection, object-map head) dropped first. The folder is written next to its
 target and renamed into place, so a failed save (disk full, killed process) leaves the previous export intact
 and never a half-written one under the final name.
 """
@@ -21,6 +21,7 @@ from ..prompt import write_checkpoint_layout
 from ..tiny_model import preprocessor_config
 from .arguments import TrainConfig
 from .distill import PROJECTION_ATTRIBUTE, unwrap
+from .object_maps import HEAD_ATTRIBUTE
 
 
 def servable_model(model: nn.Module) -> nn.Module:
@@ -29,8 +30,9 @@ def servable_model(model: nn.Module) -> nn.Module:
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model = unwrap(model)
-    if hasattr(model, PROJECTION_ATTRIBUTE):
-        delattr(model, PROJECTION_ATTRIBUTE)
+    for attribute in (PROJECTION_ATTRIBUTE, HEAD_ATTRIBUTE):
+        if hasattr(model, attribute):
+            delattr(model, attribute)
     return model
 
 

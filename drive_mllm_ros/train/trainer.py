@@ -22,10 +22,18 @@ from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
 from ..prompt import PromptBuilder
 from ..tiny_model import build_tokenizer
-from .arguments import DISTILL, ConfigError, TrainConfig
+from .arguments import DISTILL, OBJECTS, ConfigError, TrainConfig
 from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_logits
 from .data import build_datasets
 from .distill import Distiller, common_vocab_size, precompute_teacher_topk
+from .object_maps import (
+    attach_head,
+    build_object_maps,
+    check_single_tile,
+    collate_object_maps,
+    held_out_scores,
+    object_map_loss,
+)
 from .save import export_model, model_card
 
 EXPORT_FOLDER = "model"  # <output_dir>/model: the servable checkpoint
@@ -157,16 +165,23 @@ def plot_losses(log_history: list[dict], path: Path) -> None:
 
 
 class DrivingTrainer(Trainer):
-    """Trainer with the distillation loss (when set), its parts in the logs, and checkpoints never left half-written."""
+    """Trainer with the distillation or object-map loss (when set), its parts in the logs, and checkpoints never left
+    half-written."""
 
     loss_is_scaled_for_ga = False  # our losses are batch means; the Trainer divides by accumulation steps
 
-    def __init__(self, *args, distiller: Distiller | None = None, **kwargs):
+    def __init__(self, *args, distiller: Distiller | None = None, object_maps: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
+        self.object_maps = object_maps
         self.loss_parts: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.object_maps:
+            loss, parts = object_map_loss(model, inputs)
+            for name, value in parts.items():
+                self.loss_parts.setdefault(f"{name}_loss" if name != "detected" else name, []).append(value)
+            return (loss, {}) if return_outputs else loss
         sample_ids = inputs.pop("sample_ids", None)
         if self.distiller is None or not model.training:  # held-out loss is the plain answer cross-entropy
             logits, targets, _ = answer_logits(model, inputs)
@@ -265,6 +280,38 @@ def final_evaluation(trainer: Trainer) -> dict[str, float]:
     return trainer.evaluate()
 
 
+def metric_callbacks(output_dir: Path) -> list[TrainerCallback]:
+    return [CsvMetricsCallback(output_dir / "metrics.csv"), LossPlotCallback(output_dir / "loss.png")]
+
+
+def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, tokenizer: Any, spec: TilingSpec,
+                    builder: PromptBuilder, callbacks: list[TrainerCallback]) -> Path:
+    """Vision pretraining (train/object_maps.py): the language model is frozen and not run; the head is not exported."""
+    check_single_tile(spec)
+    with args.main_process_first(desc="dataset"):
+        train_dataset, held_out, summary = build_object_maps(config.data, spec, builder, model)
+    if args.process_index == 0:
+        print(f"data: {summary}", flush=True)
+    model.model.language_model.requires_grad_(False)
+    model.lm_head.requires_grad_(False)
+    attach_head(model, len(train_dataset.class_ids))
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    trainer = DrivingTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=collate_object_maps,
+                             processing_class=tokenizer, object_maps=True,
+                             callbacks=[*metric_callbacks(output_dir), *callbacks])
+    result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
+    metrics = {"train_loss": result.training_loss}
+    if held_out is not None and len(held_out):
+        metrics.update(held_out_scores(trainer.model, held_out, args.per_device_eval_batch_size))
+    target = output_dir / EXPORT_FOLDER
+    if trainer.is_world_process_zero():
+        export_model(trainer.model, tokenizer, spec, target, model_card(config, summary, trainer.state.global_step,
+                                                                        metrics), config.data.layout)
+    trainer.accelerator.wait_for_everyone()
+    return target
+
+
 def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     """Train as configured and export the servable checkpoint to <output_dir>/model; returns that folder."""
     args = training_arguments(config)
@@ -272,6 +319,8 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     model, tokenizer, spec = load_student(config)
     rig = CameraRig(image_size=tuple(config.data.camera_image_size))
     builder = PromptBuilder(rig=rig, layout=config.data.layout)
+    if config.method.name == OBJECTS:
+        return run_object_maps(config, args, model, tokenizer, spec, builder, callbacks)
     with args.main_process_first(desc="dataset"):
         train_dataset, eval_dataset, report = build_datasets(
             config.data, tokenizer, spec, builder, model.config.image_seq_length
@@ -294,11 +343,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
         data_collator=collator,
         processing_class=tokenizer,
         distiller=distiller,
-        callbacks=[
-            CsvMetricsCallback(output_dir / "metrics.csv"),
-            LossPlotCallback(output_dir / "loss.png"),
-            *callbacks,
-        ],
+        callbacks=[*metric_callbacks(output_dir), *callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     metrics = {"train_loss": result.training_loss}

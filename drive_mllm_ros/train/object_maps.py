@@ -1,0 +1,198 @@
+"""Vision pretraining on object maps (`method.name: objects`): the vision tower and projector learn to mark objects.
+
+A random-init student has no pretrained InternViT. Trained end to end on DriveLM answers, its image tokens stay
+uninformative and its language model answers from the question alone (docs/STUDENT.md, runs 2-4). This stage gives
+every image token a target first: the description of the object whose centre falls in it (or none) and that centre,
+read from the DriveLM file itself (the key objects' tags and descriptions, and per-camera answers such as "There is
+a grey car at (115.5, 78.1)."). A linear head on the projector output, dropped on export, learns with the vision
+tower and projector; the language model does not run. Train the language model next with method.tune=frozen_vision.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..drivelm import Q_OBJECTS_IN_CAMERA, TAG_PATTERN
+from ..preprocess import TilingSpec, layout_images, to_pixel_values
+from ..prompt import PromptBuilder
+from .data import DataError, DataReport, frame_image_paths, load_json, read_image
+from .distill import unwrap
+
+HEAD_ATTRIBUTE = "object_map_head"  # lives on the model so DDP syncs it; dropped on export
+NO_OBJECT = "none"
+NO_OBJECT_WEIGHT = 0.1  # most tokens show no object: without this the head learns to mark nothing
+POSITION_WEIGHT = 10.0
+DIRECTIONS = {"front": "CAM_FRONT", "front left": "CAM_FRONT_LEFT", "front right": "CAM_FRONT_RIGHT",
+              "back": "CAM_BACK", "back left": "CAM_BACK_LEFT", "back right": "CAM_BACK_RIGHT"}
+CAMERA_QUESTION = re.compile(re.escape(Q_OBJECTS_IN_CAMERA).replace(re.escape("{direction}"), r"to the (.+) of"))
+LISTED_OBJECT = re.compile(r"\ban? ([^,]+?) at \((\d+(?:\.\d+)?), (\d+(?:\.\d+)?)\)")
+
+
+@dataclass(frozen=True)
+class ObjectMark:
+    camera: str
+    description: str
+    x: float  # camera pixels
+    y: float
+
+
+def frame_objects(frame: dict) -> list[ObjectMark]:
+    """The objects a DriveLM frame locates: key objects (tag + visual description) and per-camera listings."""
+    marks = {}
+    for tag, info in (frame.get("key_object_infos") or {}).items():
+        match = TAG_PATTERN.fullmatch(tag)
+        description = str((info or {}).get("Visual_description", "")).split(".")[0].strip().lower()
+        if match and description:
+            marks[(match.group(2), float(match.group(3)), float(match.group(4)))] = description
+    for items in (frame.get("QA") or {}).values():
+        for qa in items if isinstance(items, list) else []:
+            asked = CAMERA_QUESTION.fullmatch(str(qa.get("Q", "")).strip()) if isinstance(qa, dict) else None
+            camera = DIRECTIONS.get(asked.group(1)) if asked else None
+            if camera:
+                for description, x, y in LISTED_OBJECT.findall(str(qa.get("A", ""))):
+                    marks[(camera, float(x), float(y))] = description.lower()
+    return [ObjectMark(camera, description, x, y) for (camera, x, y), description in marks.items()]
+
+
+def token_of_patch(model: nn.Module, grid: int) -> torch.Tensor:
+    """(grid * grid,) image-token index of each ViT patch (row-major), through the model's own pixel shuffle."""
+    internvl = unwrap(model).model
+    patches = torch.arange(grid * grid, dtype=torch.float32).reshape(1, grid, grid, 1)
+    shuffled = internvl.pixel_shuffle(patches, scale_factor=internvl.config.downsample_ratio)
+    token_patches = shuffled.reshape(-1, shuffled.shape[-1]).long()
+    lookup = torch.empty(grid * grid, dtype=torch.long)
+    for token, members in enumerate(token_patches):
+        lookup[members] = token
+    return lookup
+
+
+class ObjectMapDataset(Dataset):
+    """One item per frame: its tiles and, per image token, the object class id (0: none) and normalised centre."""
+
+    def __init__(self, frames: list[tuple[list[Path], list[ObjectMark]]], classes: list[str], spec: TilingSpec,
+                 builder: PromptBuilder, patch_size: int, token_lookup: torch.Tensor):
+        self.frames, self.spec, self.builder = frames, spec, builder
+        self.class_ids = {name: index for index, name in enumerate(classes)}
+        self.grid = spec.tile_size // patch_size
+        self.token_lookup = token_lookup
+        self.tokens = int(token_lookup.max()) + 1
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def place(self, mark: ObjectMark) -> tuple[int, float, float]:
+        """(image index, x, y in 0..1 of that image) of a mark in the layout the model sees."""
+        if self.builder.layout == "stitched":
+            x, y = self.builder.rig.to_mosaic(mark.camera, mark.x, mark.y)
+            return 0, x / 1000, y / 1000
+        width, height = self.builder.rig.image_size
+        return self.builder.rig.index(mark.camera), mark.x / width, mark.y / height
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        paths, marks = self.frames[index]
+        images = layout_images([read_image(str(path)) for path in paths], self.builder)
+        pixel_values, _ = to_pixel_values(images, self.spec)
+        classes = torch.zeros(len(images), self.tokens, dtype=torch.long)
+        positions = torch.zeros(len(images), self.tokens, 2)
+        for mark in marks:
+            image, x, y = self.place(mark)
+            if not (0 <= x < 1 and 0 <= y < 1):
+                continue
+            token = self.token_lookup[int(y * self.grid) * self.grid + int(x * self.grid)]
+            classes[image, token] = self.class_ids.get(mark.description, 0)
+            positions[image, token] = torch.tensor([x, y])
+        return {"pixel_values": pixel_values, "object_classes": classes, "object_positions": positions}
+
+
+def held_out_scores(model: nn.Module, dataset: ObjectMapDataset, batch_size: int) -> dict[str, float]:
+    """Mean loss parts over the held-out frames (eval_ prefixed, as the Trainer names held-out metrics)."""
+    totals: dict[str, float] = {}
+    batches = [list(range(start, min(start + batch_size, len(dataset)))) for start in range(0, len(dataset), batch_size)]
+    with torch.no_grad():
+        for indices in batches:
+            _, parts = object_map_loss(model, collate_object_maps([dataset[i] for i in indices]))
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value / len(batches)
+    return {f"eval_{name}": value for name, value in totals.items()}
+
+
+def collate_object_maps(features: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.cat([f[name] for f in features]) for name in features[0]}
+
+
+def read_frames(path: Path, image_root: Path | None, builder: PromptBuilder, report: DataReport
+                ) -> list[tuple[list[Path], list[ObjectMark]]]:
+    frames = []
+    root = image_root or path.parent
+    for scene in load_json(path).values():
+        for frame in (scene.get("key_frames") or {}).values():
+            report.frames += 1
+            paths, missing = frame_image_paths(frame, builder, root)
+            if missing:
+                report.missing_image_frames += 1
+                continue
+            frames.append((paths, frame_objects(frame)))
+    return frames
+
+
+def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model: nn.Module
+                      ) -> tuple[ObjectMapDataset, ObjectMapDataset | None, str]:
+    """Training and held-out object-map datasets from data.drivelm_json / data.eval_json, and a summary line."""
+    report = DataReport()
+    train = read_frames(Path(data.drivelm_json), Path(data.image_root) if data.image_root else None, builder, report)
+    classes = [NO_OBJECT, *sorted({mark.description for _, marks in train for mark in marks})]
+    marks = sum(len(m) for _, m in train)
+    if not marks:
+        raise DataError(f"{data.drivelm_json}: no object with a camera position (key object tags or per-camera "
+                        "listings with pixel centres) to pretrain the vision tower on")
+    vision = unwrap(model).config.vision_config
+    patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
+    lookup = token_of_patch(model, spec.tile_size // patch)
+    make = lambda frames: ObjectMapDataset(frames, classes, spec, builder, patch, lookup)  # noqa: E731
+    held_out = None
+    if data.eval_json:
+        held_out = make(read_frames(Path(data.eval_json), None, builder, DataReport())[: data.eval_max_samples or None])
+    summary = (f"{len(train)} frames ({report.missing_image_frames} skipped, images missing), {marks} object marks, "
+               f"{len(classes) - 1} descriptions")
+    return make(train), held_out, summary
+
+
+def attach_head(model: nn.Module, classes: int) -> nn.Linear:
+    base = unwrap(model)
+    head = nn.Linear(base.config.text_config.hidden_size, classes + 2).to(base.device)
+    base.add_module(HEAD_ATTRIBUTE, head)
+    return head
+
+
+def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    """Class cross-entropy (none down-weighted) + squared centre error on marked tokens; and the detected share."""
+    base = unwrap(model)
+    pixels = inputs["pixel_values"].to(next(base.parameters()).dtype)
+    features = base.model.get_image_features(
+        pixel_values=pixels, vision_feature_layer=base.config.vision_feature_layer,
+        vision_feature_select_strategy=base.config.vision_feature_select_strategy).pooler_output
+    output = getattr(base, HEAD_ATTRIBUTE)(features).float()
+    logits, centres = output[..., :-2], output[..., -2:]
+    classes, positions = inputs["object_classes"], inputs["object_positions"]
+    weight = torch.ones(logits.shape[-1], device=logits.device)
+    weight[0] = NO_OBJECT_WEIGHT
+    class_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), classes.reshape(-1), weight=weight)
+    marked = classes > 0
+    position_loss = ((centres - positions) ** 2).sum(-1)[marked].mean() if marked.any() else centres.sum() * 0
+    detected = (logits.argmax(-1)[marked] > 0).float().mean().item() if marked.any() else 0.0
+    loss = class_loss + POSITION_WEIGHT * position_loss
+    return loss, {"class": class_loss.item(), "position": position_loss.item(), "detected": detected}
+
+
+def check_single_tile(spec: TilingSpec) -> None:
+    if spec.crop_to_patches and spec.max_tiles != 1:
+        raise DataError("method objects: expected one tile per image (data.max_tiles: 1), so that every image "
+                        f"token has one place in its image; got max_tiles {spec.max_tiles}")

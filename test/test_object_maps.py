@@ -1,0 +1,94 @@
+"""Vision pretraining on object maps: labels from DriveLM frames, their tokens, the `objects` training run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import InternVLForConditionalGeneration
+
+from drive_mllm_ros.cameras import CameraRig
+from drive_mllm_ros.data.synthetic import WorldOptions, generate
+from drive_mllm_ros.preprocess import TilingSpec
+from drive_mllm_ros.prompt import PromptBuilder
+from drive_mllm_ros.train.arguments import ConfigError, parse_config
+from drive_mllm_ros.train.object_maps import ObjectMapDataset, ObjectMark, frame_objects, token_of_patch
+from drive_mllm_ros.train.trainer import run
+
+WIDTH, HEIGHT = 224, 126
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate(WorldOptions(out, scenes=2, seed=11, duration=1.5, width=WIDTH, height=HEIGHT, val_fraction=0.5))
+    return out
+
+
+def test_frame_objects_reads_key_object_tags_and_per_camera_listings():
+    frame = {
+        "key_object_infos": {"<c1,CAM_BACK,147.1,74.3>": {"Visual_description": "Black car."}},
+        "QA": {"perception": [
+            {"Q": "What are objects to the front left of the ego car?",
+             "A": "There is a green car at (116.5, 78.0), and a pedestrian in a red shirt at (20.0, 70.5)."},
+            {"Q": "What are objects to the back of the ego car?", "A": "There is a black car at (147.1, 74.3)."},
+            {"Q": "What are objects to the back right of the ego car?", "A": "There is no object to the back right."},
+            {"Q": "Where is the green car in the current scene?", "A": "The green car is at (116.5, 78.0)."},
+        ]},
+    }
+    assert sorted(frame_objects(frame), key=lambda mark: mark.x) == [
+        ObjectMark("CAM_FRONT_LEFT", "pedestrian in a red shirt", 20.0, 70.5),
+        ObjectMark("CAM_FRONT_LEFT", "green car", 116.5, 78.0),
+        ObjectMark("CAM_BACK", "black car", 147.1, 74.3),  # the tag and the listing name the same object once
+    ]
+
+
+def test_each_image_token_covers_a_two_by_two_block_of_patches(tiny_checkpoint):
+    model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    lookup = token_of_patch(model, 16).reshape(16, 16)
+    blocks = lookup.reshape(8, 2, 8, 2).permute(0, 2, 1, 3).reshape(64, 4)
+    assert (blocks == blocks[:, :1]).all() and sorted(blocks[:, 0].tolist()) == list(range(64))
+
+
+def test_a_mark_labels_the_token_over_its_centre_in_its_camera_view(world, tiny_checkpoint):
+    model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    builder = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view")
+    paths = sorted((world / "nuscenes" / "samples").rglob("*.jpg"))[:6]
+    mark = ObjectMark("CAM_FRONT_RIGHT", "grey car", 100.0, 100.0)  # tile pixel (100, 177.8): patch row 12, column 7
+    dataset = ObjectMapDataset([(paths, [mark])], ["none", "grey car"], TilingSpec(224, crop_to_patches=False,
+                               max_tiles=1), builder, 14, token_of_patch(model, 16))
+    item = dataset[0]
+    assert item["pixel_values"].shape == (6, 3, 224, 224)
+    marked = item["object_classes"].nonzero().tolist()
+    assert marked == [[2, int(token_of_patch(model, 16)[12 * 16 + 7])]]
+    assert torch.allclose(item["object_positions"][2].sum(0), torch.tensor([100 / WIDTH, 100 / HEIGHT]))
+
+
+def objects_config(world: Path, checkpoint: Path, out: Path, *extra: str):
+    drivelm = world / "drivelm"
+    return parse_config("config/train/student_objects.yaml", [
+        f"model.path={checkpoint}", f"data.drivelm_json={drivelm / 'v1_1_train_nus.json'}",
+        f"data.eval_json={drivelm / 'v1_1_val_nus.json'}", f"training.output_dir={out}", "training.max_steps=30",
+        "training.learning_rate=3e-3", "training.logging_steps=30", "training.disable_tqdm=true", *extra])
+
+
+def test_objects_run_trains_the_vision_only_and_exports_without_the_head(world, tiny_checkpoint, tmp_path):
+    target = run(objects_config(world, tiny_checkpoint, tmp_path / "run"))
+    before, after = load_file(tiny_checkpoint / "model.safetensors"), load_file(target / "model.safetensors")
+    assert before.keys() == after.keys()  # same architecture, no head
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert any(name.startswith("vision_tower.") for name in changed)
+    assert any(name.startswith("multi_modal_projector.") for name in changed)
+    assert not any(name.startswith(("language_model.", "lm_head.")) for name in changed)
+    card = (target / "README.md").read_text()
+    assert "object marks" in card and "eval_detected" in card
+    InternVLForConditionalGeneration.from_pretrained(target)
+
+
+def test_objects_needs_a_trainable_vision_and_one_tile_per_image(world, tiny_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="method.tune"):
+        objects_config(world, tiny_checkpoint, tmp_path, "method.tune=frozen_vision")
+    with pytest.raises(ValueError, match="max_tiles: 1"):
+        run(objects_config(world, tiny_checkpoint, tmp_path, "data.layout=stitched", "data.max_tiles=4"))
