@@ -4,7 +4,9 @@
 2. One byte-level BPE domain tokenizer trained on the training QA, shared by teacher and student (logit KD).
 3. Random-init teacher and student checkpoints (224-px per_view tiles) with that tokenizer.
 4. `drive-mllm train` per model: config/train/student_objects.yaml (the vision tower learns to mark objects), then
-   with that vision frozen student_teacher.yaml (SFT) for the teacher, student_distill.yaml for the student.
+   with that vision frozen student_teacher.yaml (SFT) on "Where is the most important object relative to the ego
+   car?" alone (the first answers read from the images), then on all QA: SFT for the teacher, student_distill.yaml
+   (distillation from the teacher) for the student.
 5. `drive-mllm eval prepare/predict/score` on the held-out scenes: teacher, student, student with blank images.
 6. The student goes to --install (e.g. models/student) only when it clearly reads the cameras: its accuracy is at
    least --min-camera-gain above the same student fed blank images.
@@ -18,13 +20,14 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from .drivelm import Q_IMPORTANT_OBJECTS
+from .drivelm import Q_IMPORTANT_OBJECTS, Q_MOST_IMPORTANT_DIRECTION
 from .evaluation.grounding import question_kind
 from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
@@ -95,11 +98,17 @@ def train(config: str, overrides: list[str], log: Path) -> None:
     run_command(drive_mllm("train", "--config", config, *overrides), log)
 
 
-def pretrain_vision(checkpoint: Path, out: Path, data: list[str], steps: int, log: Path) -> Path:
-    """Object maps first: trained end to end from random init, the models never read the cameras (docs/STUDENT.md)."""
-    train("config/train/student_objects.yaml", [f"model.path={checkpoint}", *data, f"training.output_dir={out}",
-                                                f"training.max_steps={steps}"], log)
-    return out / "model"
+def first_stages(checkpoint: Path, out: Path, data: list[str], args: argparse.Namespace, log: Path) -> Path:
+    """Object maps, then the where-question alone with the vision frozen: trained end to end from random init on all
+    QA, the models never read the cameras (docs/STUDENT.md, runs 2-4). Returns the checkpoint to train on from."""
+    vision, warmup = out.with_name(f"{out.name}_vision"), out.with_name(f"{out.name}_warmup")
+    train("config/train/student_objects.yaml", [f"model.path={checkpoint}", *data, f"training.output_dir={vision}",
+                                                f"training.max_steps={args.vision_steps}"], log)
+    train("config/train/student_teacher.yaml", [
+        f"model.path={vision / 'model'}", *data, f"training.output_dir={warmup}", f"training.max_steps={args.warmup_steps}",
+        f"data.question_filter=^{re.escape(Q_MOST_IMPORTANT_DIRECTION)}$", "data.pack_frame_qa=false",
+        "data.open_behavior=false", "training.per_device_train_batch_size=4"], log)
+    return warmup / "model"
 
 
 def evaluate(checkpoint: Path, test: Path, out: Path, blank: bool, log: Path) -> dict[str, float]:
@@ -151,6 +160,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--held-out-scenes", type=int, default=4)
     root.add_argument("--vocab-size", type=int, default=1024)
     root.add_argument("--vision-steps", type=int, default=1500, help="object-map steps per model (4 frames each)")
+    root.add_argument("--warmup-steps", type=int, default=800, help="first-stage SFT steps per model (4 QA each)")
     root.add_argument("--teacher-steps", type=int, default=3000, help="SFT steps (one frame's QA pack each)")
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
@@ -168,12 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_world(out / "world/held_out", HELD_OUT_SEED, args.held_out_scenes, 0.0, log)
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
-    teacher_vision = pretrain_vision(teacher_init, out / "teacher_vision", data, args.vision_steps, log)
-    train("config/train/student_teacher.yaml", [f"model.path={teacher_vision}", *data,
+    teacher_start = first_stages(teacher_init, out / "teacher", data, args, log)
+    train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *data,
           f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
     teacher = out / "teacher/model"
-    student_vision = pretrain_vision(student_init, out / "student_vision", data, args.vision_steps, log)
-    train("config/train/student_distill.yaml", [f"model.path={student_vision}", *data, f"method.teacher_path={teacher}",
+    student_start = first_stages(student_init, out / "student", data, args, log)
+    train("config/train/student_distill.yaml", [f"model.path={student_start}", *data, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student", f"training.max_steps={args.student_steps}"], log)
     student = out / "student/model"
     test = held_out / "test.json"
@@ -216,8 +226,9 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict
             f"| architecture ({EMBEDDED_WORLD_SIZE[0]}x{EMBEDDED_WORLD_SIZE[1]} views, per_view {TILE_SIZE}-px tiles) | "
             f"{architecture(TEACHER_SIZES)} | {architecture(STUDENT_SIZES)} |\n"
             f"| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.1%}) |\n"
-            f"| training | {args.vision_steps} object-map steps, then {args.teacher_steps} SFT steps (vision frozen) | "
-            f"{args.vision_steps} object-map steps, then {args.student_steps} distillation steps (vision frozen) |\n\n"
+            f"| training | {args.vision_steps} object-map steps, {args.warmup_steps} + {args.teacher_steps} SFT steps (vision "
+            f"frozen) | {args.vision_steps} object-map steps, {args.warmup_steps} SFT + {args.student_steps} distillation "
+            f"steps (vision frozen) |\n\n"
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
             f"val {data_counts(world / 'train/drivelm/v1_1_val_nus.json')}; held out: seed {HELD_OUT_SEED}, "
             f"{data_counts(world / 'held_out/drivelm/v1_1_train_nus.json')}.\n\n## Held-out evaluation\n"

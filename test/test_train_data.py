@@ -248,6 +248,14 @@ def test_frame_packs_give_each_answer_the_logits_of_its_own_sample(world, tokeni
     torch.testing.assert_close(pack_logits, alone_logits, atol=1e-4, rtol=1e-4)
 
 
+def test_question_filter_keeps_only_the_matching_questions(world, tokenizer):
+    train, _, _ = build(world, tokenizer, question_filter="^What are objects to the")
+    questions = {sample.messages[-2]["content"].split("\n")[-1] for sample in train.samples}
+    assert questions and all(question.startswith("What are objects to the") for question in questions)
+    with pytest.raises(ConfigError, match="data.question_filter: not a regular expression"):
+        parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z", "data.question_filter=(a"])
+
+
 def test_config_unknown_key_names_the_nearest(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("model: {path: x}\ndata: {drivelm_json: y}\ntraining: {output_dir: z, learnig_rate: 1.0e-5}\n")

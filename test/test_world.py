@@ -21,7 +21,7 @@ from drive_mllm_ros.data.render import ALT_CALIBRATION, nuscenes_cameras, object
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.data.synthetic import main as world_main
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand, build_world
-from drive_mllm_ros.drivelm import Q_OBJECTS_IN_CAMERA, QA_STAGES, TAG_PATTERN
+from drive_mllm_ros.drivelm import Q_MOST_IMPORTANT_DIRECTION, Q_OBJECTS_IN_CAMERA, QA_STAGES, TAG_PATTERN
 from drive_mllm_ros.evaluation.prepare import prepare_file
 
 WIDTH, HEIGHT = 320, 180
@@ -178,14 +178,22 @@ def test_drivelm_schema(dataset):
                 assert (dataset / "drivelm" / relative).resolve().is_file()
 
 
+def test_the_where_question_names_the_first_key_objects_camera(dataset):
+    for scene in load_drivelm(dataset).values():
+        for frame in scene["key_frames"].values():
+            where = next(item for item in frame["QA"]["perception"] if item["Q"] == Q_MOST_IMPORTANT_DIRECTION)
+            first_camera = TAG_PATTERN.fullmatch(next(iter(frame["key_object_infos"]))).group(2)
+            assert where["A"] == f"The most important object is {CAMERA_DIRECTIONS[first_camera]} the ego car."
+
+
 def test_per_camera_questions_list_each_views_objects_left_to_right(dataset):
     """Every frame asks each camera for its objects; a key object appears in its tag's camera at its tag's centre."""
     point = re.compile(r"at \((\d+\.\d), (\d+\.\d)\)")
     for scene in load_drivelm(dataset).values():
         for frame in scene["key_frames"].values():
-            answers = {item["Q"]: item["A"] for item in frame["QA"]["perception"][1:7]}
             asked = {Q_OBJECTS_IN_CAMERA.format(direction=direction): camera
                      for camera, direction in CAMERA_DIRECTIONS.items()}
+            answers = {item["Q"]: item["A"] for item in frame["QA"]["perception"] if item["Q"] in asked}
             assert set(answers) == set(asked)
             points = {}
             for question, answer in answers.items():

@@ -32,6 +32,7 @@ from ..drivelm import (
     Q_FUTURE_CONFLICT,
     Q_IMPORTANT_OBJECTS,
     Q_LOCATE_OBJECT,
+    Q_MOST_IMPORTANT_DIRECTION,
     Q_MOVING_STATUS,
     Q_OBJECTS_IN_CAMERA,
     Q_OBJECTS_IN_PATH,
@@ -238,6 +239,8 @@ class FrameQA:
             for s in objects}
         qa = {
             "perception": [qa_item(Q_IMPORTANT_OBJECTS, self.important_objects_answer(objects, tags)),
+                           qa_item(Q_MOST_IMPORTANT_DIRECTION, f"The most important object is "
+                                   f"{CAMERA_DIRECTIONS[objects[0].camera]} the ego car."),
                            *self.camera_object_items(notable), *self.locate_items(notable)],
             "prediction": self.moving_status_items(objects, tags) + self.conflict_items(objects, tags)
             + [qa_item(Q_OBJECTS_IN_PATH, self.objects_in_path_answer(objects, tags, state, end))],

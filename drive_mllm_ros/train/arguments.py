@@ -66,6 +66,7 @@ class DataArguments:
     max_length: int = 8192
     overlong: str = "drop"
     max_samples: int = 0  # 0: all (after weighting); for quick runs
+    question_filter: str = ""  # a regular expression: only DriveLM QA whose question it matches (e.g. a first stage)
     # Train a frame's QA in one sequence (up to max_length tokens): the images once, each QA attending to them and to
     # itself only, as if alone (what the node's fast path serves); the held-out loss stays per QA.
     pack_frame_qa: bool = False
@@ -214,6 +215,10 @@ def check_config(config: TrainConfig) -> None:
         drivelm_sources(data)
     except ConfigError as error:
         problems.append(str(error))
+    try:
+        re.compile(data.question_filter)
+    except re.error as error:
+        problems.append(f"data.question_filter: not a regular expression ({error}): '{data.question_filter}'")
     if data.layout not in ("stitched", "per_view"):
         problems.append(f"data.layout: expected 'stitched' or 'per_view', got '{data.layout}'")
     unknown_stages = sorted(set(data.stage_weights) - set(STAGES))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -141,6 +142,7 @@ def read_drivelm(
     scenes = load_json(path)
     image_root = image_root or path.parent
     rng = np.random.default_rng(args.seed)
+    asked = re.compile(args.question_filter)
     samples = []
     for scene_token, scene in scenes.items():
         for frame_token, frame in (scene.get("key_frames") or {}).items():
@@ -155,6 +157,8 @@ def read_drivelm(
                 report.missing_image_frames += 1
                 continue
             for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_behavior, report):
+                if not asked.search(question):
+                    continue
                 weight = args.stage_weights.get(stage, 1.0) * source_weight if weighted else 1.0
                 sample = Sample(
                     f"{scene_token}_{frame_token}_{local_id}",
