@@ -17,7 +17,7 @@ from drive_mllm_ros.presets import build_config
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.tiny_model import TINY_SIZES, write_tiny_model
 from drive_mllm_ros.train.arguments import ConfigError, MethodArguments
-from drive_mllm_ros.train.collate import AnswerOnlyCollator, encode_conversation
+from drive_mllm_ros.train.collate import AnswerOnlyCollator, encode_conversation, pack_encoded
 from drive_mllm_ros.train.distill import (
     PROJECTION_ATTRIBUTE,
     Distiller,
@@ -95,6 +95,15 @@ def test_logit_distillation_is_zero_for_an_identical_teacher_and_positive_otherw
     other = Distiller(method(kl_weight=1.0, ce_weight=0.0), wide_teacher, student.config.text_config.vocab_size)
     loss, parts = other(student, inputs, inputs["sample_ids"])
     assert parts["kl"] > 1e-3
+
+
+def test_the_teacher_reads_a_frame_pack_with_the_students_mask_and_positions(student, tokenizer):
+    features = samples(tokenizer)
+    pack = {**pack_encoded([(f["input_ids"], f["labels"]) for f in features]),
+            "pixel_values": features[0]["pixel_values"], "sample_ids": [f["sample_ids"][0] for f in features]}
+    inputs = AnswerOnlyCollator(tokenizer.pad_token_id)([pack])
+    same = Distiller(method(kl_weight=1.0, ce_weight=0.0), copy.deepcopy(student), student.config.text_config.vocab_size)
+    assert abs(same(student, inputs, inputs["sample_ids"])[1]["kl"]) < 1e-5  # a plain causal teacher would differ
 
 
 def test_gradients_reach_the_student_only(tiny_checkpoint, wide_teacher, tokenizer):
