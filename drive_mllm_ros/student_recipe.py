@@ -38,6 +38,7 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 9001
 # One OpenMP thread: on a shared 2-core machine torch's spin-waiting threads made tiny training steps 10x slower.
 COMMAND_THREADS = "1"
 TILE_SIZE = 224
+WARMUP_LEARNING_RATE = 2.0e-3  # the mix stage after it runs at the configs' 5e-4, which keeps what it learned
 TRAINING_INIT_RANGE = 0.02
 TEACHER_SIZES = ArchitectureSizes(
     vision_hidden_size=96, vision_layers=2, vision_heads=4, vision_intermediate_size=288,
@@ -98,6 +99,16 @@ def train(config: str, overrides: list[str], log: Path) -> None:
     run_command(drive_mllm("train", "--config", config, *overrides), log)
 
 
+def where_question_filter() -> str:
+    return f"^{re.escape(Q_MOST_IMPORTANT_DIRECTION)}$"
+
+
+def keep_where_answers(train_json: Path, weight: float) -> str:
+    """The where question repeated in the mix: 1 of ~20 QA per frame, it is unlearned otherwise (docs/STUDENT.md)."""
+    return (f"data.extra_drivelm_json=[{{json: '{train_json}', weight: {weight}, "
+            f"question_filter: '{where_question_filter()}'}}]")
+
+
 def first_stages(checkpoint: Path, out: Path, data: list[str], args: argparse.Namespace, log: Path) -> Path:
     """Object maps, then the where-question alone with the vision frozen: trained end to end from random init on all
     QA, the models never read the cameras (docs/STUDENT.md, runs 2-4). Returns the checkpoint to train on from."""
@@ -106,8 +117,8 @@ def first_stages(checkpoint: Path, out: Path, data: list[str], args: argparse.Na
                                                 f"training.max_steps={args.vision_steps}"], log)
     train("config/train/student_teacher.yaml", [
         f"model.path={vision / 'model'}", *data, f"training.output_dir={warmup}", f"training.max_steps={args.warmup_steps}",
-        f"data.question_filter=^{re.escape(Q_MOST_IMPORTANT_DIRECTION)}$", "data.pack_frame_qa=false",
-        "data.open_behavior=false", "training.per_device_train_batch_size=4"], log)
+        f"data.question_filter={where_question_filter()}", "data.pack_frame_qa=false", "data.open_behavior=false",
+        "training.per_device_train_batch_size=4", f"training.learning_rate={WARMUP_LEARNING_RATE}"], log)
     return warmup / "model"
 
 
@@ -161,6 +172,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--vocab-size", type=int, default=1024)
     root.add_argument("--vision-steps", type=int, default=1500, help="object-map steps per model (4 frames each)")
     root.add_argument("--warmup-steps", type=int, default=800, help="first-stage SFT steps per model (4 QA each)")
+    root.add_argument("--where-weight", type=float, default=8.0,
+                      help="repeats of the where question in the mix stage (it is unlearned otherwise)")
     root.add_argument("--teacher-steps", type=int, default=3000, help="SFT steps (one frame's QA pack each)")
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
@@ -179,11 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
     teacher_start = first_stages(teacher_init, out / "teacher", data, args, log)
-    train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *data,
+    mix = [*data, keep_where_answers(train_json, args.where_weight)]
+    train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *mix,
           f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
     teacher = out / "teacher/model"
     student_start = first_stages(student_init, out / "student", data, args, log)
-    train("config/train/student_distill.yaml", [f"model.path={student_start}", *data, f"method.teacher_path={teacher}",
+    train("config/train/student_distill.yaml", [f"model.path={student_start}", *mix, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student", f"training.max_steps={args.student_steps}"], log)
     student = out / "student/model"
     test = held_out / "test.json"

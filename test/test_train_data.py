@@ -256,6 +256,18 @@ def test_question_filter_keeps_only_the_matching_questions(world, tokenizer):
         parse_config(None, ["model.path=x", "data.drivelm_json=y", "training.output_dir=z", "data.question_filter=(a"])
 
 
+def test_an_extra_source_can_repeat_only_some_questions(world, tokenizer):
+    drivelm = str(world / "drivelm" / "v1_1_train_nus.json")
+    where = "^What are objects to the front of"
+    plain, _, _ = build(world, tokenizer)
+    mixed, _, _ = build(world, tokenizer, extra_drivelm_json=[{"json": drivelm, "weight": 3, "question_filter": where}])
+    asks = lambda samples: sum(s.messages[-2]["content"].split("\n")[-1].startswith(where[1:]) for s in samples)  # noqa: E731
+    assert asks(plain.samples) > 0 and asks(mixed.samples) == 4 * asks(plain.samples)
+    assert len(mixed.samples) - len(plain.samples) == 3 * asks(plain.samples)
+    with pytest.raises(ConfigError, match=r"extra_drivelm_json\[0\].question_filter"):
+        build(world, tokenizer, extra_drivelm_json=[{"json": drivelm, "question_filter": "(a"}])
+
+
 def test_config_unknown_key_names_the_nearest(tmp_path):
     config = tmp_path / "train.yaml"
     config.write_text("model: {path: x}\ndata: {drivelm_json: y}\ntraining: {output_dir: z, learnig_rate: 1.0e-5}\n")

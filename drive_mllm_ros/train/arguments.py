@@ -42,7 +42,8 @@ class DataArguments:
     drivelm_json: str = ""  # DriveLM v1.1 train JSON
     image_root: str = ""  # folder the JSON's image_paths are relative to (default: the JSON's folder)
     # More DriveLM v1.1 files mixed in (e.g. replay of earlier training data): a path or {json: PATH, image_root: DIR,
-    # weight: W} each; W repeats every sample of that file on top of the stage weights (fractions drawn, seeded).
+    # weight: W, question_filter: REGEX} each; W repeats every sample of that file (only the questions REGEX matches,
+    # when given) on top of the stage weights (fractions drawn, seeded).
     extra_drivelm_json: list[str | dict[str, Any]] = field(default_factory=list)
     eval_json: str = ""  # held-out DriveLM JSON (the val split)
     eval_max_samples: int = 0  # 0: all
@@ -100,6 +101,7 @@ class DriveLMSource:
     json: str
     image_root: str = ""
     weight: float = 1.0
+    question_filter: str = ""  # a regular expression: only the QA of this file whose question it matches
 
 
 def extra_source(entry: Any, where: str) -> DriveLMSource:
@@ -113,7 +115,12 @@ def extra_source(entry: Any, where: str) -> DriveLMSource:
     weight = entry.get("weight", 1.0)
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not (math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}.weight: expected a repeat weight > 0, got {weight!r}")
-    return DriveLMSource(entry["json"], str(entry.get("image_root") or ""), float(weight))
+    question_filter = str(entry.get("question_filter") or "")
+    try:
+        re.compile(question_filter)
+    except re.error as error:
+        raise ConfigError(f"{where}.question_filter: not a regular expression ({error}): '{question_filter}'") from None
+    return DriveLMSource(entry["json"], str(entry.get("image_root") or ""), float(weight), question_filter)
 
 
 def drivelm_sources(data: DataArguments) -> list[DriveLMSource]:

@@ -136,13 +136,14 @@ def read_drivelm(
     report: DataReport,
     weighted: bool = True,
     source_weight: float = 1.0,
+    source_filter: str = "",
 ) -> list[Sample]:
     """DriveLM v1.1 JSON -> samples (weighted by stage, times `source_weight`, unless `weighted` is False, as for
-    evaluation)."""
+    evaluation), of the QA whose question matches both data.question_filter and `source_filter`."""
     scenes = load_json(path)
     image_root = image_root or path.parent
     rng = np.random.default_rng(args.seed)
-    asked = re.compile(args.question_filter)
+    asked, asked_here = re.compile(args.question_filter), re.compile(source_filter)
     samples = []
     for scene_token, scene in scenes.items():
         for frame_token, frame in (scene.get("key_frames") or {}).items():
@@ -157,7 +158,7 @@ def read_drivelm(
                 report.missing_image_frames += 1
                 continue
             for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_behavior, report):
-                if not asked.search(question):
+                if not (asked.search(question) and asked_here.search(question)):
                     continue
                 weight = args.stage_weights.get(stage, 1.0) * source_weight if weighted else 1.0
                 sample = Sample(
@@ -366,7 +367,8 @@ def build_datasets(
     samples = []
     for source in drivelm_sources(args):
         source_root = Path(source.image_root) if source.image_root else None
-        samples += read_drivelm(Path(source.json), source_root, builder, args, report, source_weight=source.weight)
+        samples += read_drivelm(Path(source.json), source_root, builder, args, report, source_weight=source.weight,
+                                source_filter=source.question_filter)
     if args.general_json:
         general_root = Path(args.general_image_root) if args.general_image_root else None
         count = round(len(samples) * args.general_ratio)
