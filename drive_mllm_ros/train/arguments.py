@@ -104,6 +104,13 @@ class DriveLMSource:
     question_filter: str = ""  # a regular expression: only the QA of this file whose question it matches
 
 
+def check_question_filter(pattern: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as error:
+        raise ConfigError(f"{where}: not a regular expression ({error}): '{pattern}'") from None
+
+
 def extra_source(entry: Any, where: str) -> DriveLMSource:
     if isinstance(entry, str):
         entry = {"json": entry}
@@ -116,10 +123,7 @@ def extra_source(entry: Any, where: str) -> DriveLMSource:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not (math.isfinite(weight) and weight > 0):
         raise ConfigError(f"{where}.weight: expected a repeat weight > 0, got {weight!r}")
     question_filter = str(entry.get("question_filter") or "")
-    try:
-        re.compile(question_filter)
-    except re.error as error:
-        raise ConfigError(f"{where}.question_filter: not a regular expression ({error}): '{question_filter}'") from None
+    check_question_filter(question_filter, f"{where}.question_filter")
     return DriveLMSource(entry["json"], str(entry.get("image_root") or ""), float(weight), question_filter)
 
 
@@ -220,12 +224,9 @@ def check_config(config: TrainConfig) -> None:
         problems.append("data.drivelm_json: the DriveLM v1.1 training JSON is required")
     try:
         drivelm_sources(data)
+        check_question_filter(data.question_filter, "data.question_filter")
     except ConfigError as error:
         problems.append(str(error))
-    try:
-        re.compile(data.question_filter)
-    except re.error as error:
-        problems.append(f"data.question_filter: not a regular expression ({error}): '{data.question_filter}'")
     if data.layout not in ("stitched", "per_view"):
         problems.append(f"data.layout: expected 'stitched' or 'per_view', got '{data.layout}'")
     unknown_stages = sorted(set(data.stage_weights) - set(STAGES))

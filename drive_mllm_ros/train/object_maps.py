@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..cameras import MOSAIC_COORD_RANGE
+from ..data.drivelm_qa import CAMERA_DIRECTIONS
 from ..drivelm import Q_OBJECTS_IN_CAMERA, TAG_PATTERN
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import PromptBuilder
@@ -30,9 +32,8 @@ HEAD_ATTRIBUTE = "object_map_head"  # lives on the model so DDP syncs it; droppe
 NO_OBJECT = "none"
 NO_OBJECT_WEIGHT = 0.1  # most tokens show no object: without this the head learns to mark nothing
 POSITION_WEIGHT = 10.0
-DIRECTIONS = {"front": "CAM_FRONT", "front left": "CAM_FRONT_LEFT", "front right": "CAM_FRONT_RIGHT",
-              "back": "CAM_BACK", "back left": "CAM_BACK_LEFT", "back right": "CAM_BACK_RIGHT"}
-CAMERA_QUESTION = re.compile(re.escape(Q_OBJECTS_IN_CAMERA).replace(re.escape("{direction}"), r"to the (.+) of"))
+CAMERA_QUESTIONS = {Q_OBJECTS_IN_CAMERA.format(direction=direction): camera
+                    for camera, direction in CAMERA_DIRECTIONS.items()}
 LISTED_OBJECT = re.compile(r"\ban? ([^,]+?) at \((\d+(?:\.\d+)?), (\d+(?:\.\d+)?)\)")
 
 
@@ -54,8 +55,7 @@ def frame_objects(frame: dict) -> list[ObjectMark]:
             marks[(match.group(2), float(match.group(3)), float(match.group(4)))] = description
     for items in (frame.get("QA") or {}).values():
         for qa in items if isinstance(items, list) else []:
-            asked = CAMERA_QUESTION.fullmatch(str(qa.get("Q", "")).strip()) if isinstance(qa, dict) else None
-            camera = DIRECTIONS.get(asked.group(1)) if asked else None
+            camera = CAMERA_QUESTIONS.get(str(qa.get("Q", "")).strip()) if isinstance(qa, dict) else None
             if camera:
                 for description, x, y in LISTED_OBJECT.findall(str(qa.get("A", ""))):
                     marks[(camera, float(x), float(y))] = description.lower()
@@ -92,7 +92,7 @@ class ObjectMapDataset(Dataset):
         """(image index, x, y in 0..1 of that image) of a mark in the layout the model sees."""
         if self.builder.layout == "stitched":
             x, y = self.builder.rig.to_mosaic(mark.camera, mark.x, mark.y)
-            return 0, x / 1000, y / 1000
+            return 0, x / MOSAIC_COORD_RANGE, y / MOSAIC_COORD_RANGE
         width, height = self.builder.rig.image_size
         return self.builder.rig.index(mark.camera), mark.x / width, mark.y / height
 
