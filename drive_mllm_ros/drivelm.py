@@ -58,6 +58,7 @@ Q_TRAJECTORY = (
     "in base_link (x forward, y left), one every 0.5 s."
 )
 
+MOVING_STATUS_QUESTION = "what is the moving status of object"  # lower-case part of Q_MOVING_STATUS to look for
 MOVING_STATUS_OPTIONS: tuple[str, ...] = ("Going ahead.", "Turn left.", "Turn right.", "Stopped.")
 OPTION_LETTERS = "ABCD"
 

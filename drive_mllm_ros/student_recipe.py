@@ -3,10 +3,11 @@
 1. `drive-mllm world` twice: training scenes (seed 1) and held-out scenes (seed 9001, used by no training run).
 2. One byte-level BPE domain tokenizer trained on the training QA, shared by teacher and student (logit KD).
 3. Random-init teacher and student checkpoints (224-px per_view tiles) with that tokenizer.
-4. `drive-mllm train` per model: config/train/student_objects.yaml (the vision tower learns to mark objects), then
-   with that vision frozen student_teacher.yaml (SFT) on "Where is the most important object relative to the ego
-   car?" alone (the first answers read from the images), then on all QA: SFT for the teacher, student_distill.yaml
-   (distillation from the teacher) for the student.
+4. `drive-mllm train` per model: config/train/student_objects.yaml (the vision tower learns to mark objects, their
+   moving status and the ego's speed and steering), then with that vision frozen student_teacher.yaml (SFT) on the
+   questions those tokens answer alone ("Where is the most important object relative to the ego car?", moving
+   status, ego behaviour: the first answers read from the images), then on all QA with those questions repeated:
+   SFT for the teacher, student_distill.yaml (distillation from the teacher) for the student.
 5. `drive-mllm eval prepare/predict/score` on the held-out scenes: teacher, student, student with blank images.
 6. The student goes to --install (e.g. models/student) only when it clearly reads the cameras: its accuracy is at
    least --min-camera-gain above the same student fed blank images.
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from .drivelm import Q_IMPORTANT_OBJECTS, Q_MOST_IMPORTANT_DIRECTION
+from .drivelm import Q_BEHAVIOR, Q_IMPORTANT_OBJECTS, Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS
 from .evaluation.grounding import question_kind
 from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
@@ -99,25 +100,31 @@ def train(config: str, overrides: list[str], log: Path) -> None:
     run_command(drive_mllm("train", "--config", config, *overrides), log)
 
 
-def where_question_filter() -> str:
-    return f"^{re.escape(Q_MOST_IMPORTANT_DIRECTION)}$"
+def first_questions_filter() -> str:
+    """The questions whose answers the object maps teach the image tokens: where the most important object is, an
+    object's moving status and the ego's behaviour (both multiple choice, the scorer's accuracy items)."""
+    # Up to the first placeholder or colon: a ": " would make the override a YAML mapping.
+    prefixes = [question.split("{")[0].split(":")[0] for question in (Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS,
+                                                                       Q_BEHAVIOR)]
+    return "^(" + "|".join(re.escape(prefix).replace("\\ ", " ") for prefix in prefixes) + ")"
 
 
-def keep_where_answers(train_json: Path, weight: float) -> str:
-    """The where question repeated in the mix: 1 of ~20 QA per frame, it is unlearned otherwise (docs/STUDENT.md)."""
+def keep_first_answers(train_json: Path, weight: float) -> str:
+    """The first questions repeated in the mix: ~3 of ~20 QA per frame, they are unlearned otherwise
+    (docs/STUDENT.md, run 5)."""
     return (f"data.extra_drivelm_json=[{{json: '{train_json}', weight: {weight}, "
-            f"question_filter: '{where_question_filter()}'}}]")
+            f"question_filter: '{first_questions_filter()}'}}]")
 
 
 def first_stages(checkpoint: Path, out: Path, data: list[str], args: argparse.Namespace, log: Path) -> Path:
-    """Object maps, then the where-question alone with the vision frozen: trained end to end from random init on all
+    """Object maps, then the first questions alone with the vision frozen: trained end to end from random init on all
     QA, the models never read the cameras (docs/STUDENT.md, runs 2-4). Returns the checkpoint to train on from."""
     vision, warmup = out.with_name(f"{out.name}_vision"), out.with_name(f"{out.name}_warmup")
     train("config/train/student_objects.yaml", [f"model.path={checkpoint}", *data, f"training.output_dir={vision}",
                                                 f"training.max_steps={args.vision_steps}"], log)
     train("config/train/student_teacher.yaml", [
         f"model.path={vision / 'model'}", *data, f"training.output_dir={warmup}", f"training.max_steps={args.warmup_steps}",
-        f"data.question_filter={where_question_filter()}", "data.pack_frame_qa=false", "data.open_behavior=false",
+        f"data.question_filter={first_questions_filter()}", "data.pack_frame_qa=false", "data.open_behavior=false",
         "training.per_device_train_batch_size=4", f"training.learning_rate={WARMUP_LEARNING_RATE}"], log)
     return warmup / "model"
 
@@ -172,8 +179,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--vocab-size", type=int, default=1024)
     root.add_argument("--vision-steps", type=int, default=1500, help="object-map steps per model (4 frames each)")
     root.add_argument("--warmup-steps", type=int, default=800, help="first-stage SFT steps per model (4 QA each)")
-    root.add_argument("--where-weight", type=float, default=8.0,
-                      help="repeats of the where question in the mix stage (it is unlearned otherwise)")
+    root.add_argument("--first-weight", type=float, default=8.0,
+                      help="repeats of the first stage's questions in the mix stage (they are unlearned otherwise)")
     root.add_argument("--teacher-steps", type=int, default=3000, help="SFT steps (one frame's QA pack each)")
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
@@ -192,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
     teacher_start = first_stages(teacher_init, out / "teacher", data, args, log)
-    mix = [*data, keep_where_answers(train_json, args.where_weight)]
+    mix = [*data, keep_first_answers(train_json, args.first_weight)]
     train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *mix,
           f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
     teacher = out / "teacher/model"

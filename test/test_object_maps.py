@@ -14,7 +14,15 @@ from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.preprocess import TilingSpec
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.train.arguments import ConfigError, parse_config
-from drive_mllm_ros.train.object_maps import ObjectMapDataset, ObjectMark, frame_objects, token_of_patch
+from drive_mllm_ros.train.object_maps import (
+    UNLABELLED,
+    FrameLabels,
+    ObjectMapDataset,
+    ObjectMark,
+    frame_labels,
+    frame_objects,
+    token_of_patch,
+)
 from drive_mllm_ros.train.trainer import run
 
 WIDTH, HEIGHT = 224, 126
@@ -45,6 +53,26 @@ def test_frame_objects_reads_key_object_tags_and_per_camera_listings():
     ]
 
 
+def test_frame_labels_read_moving_status_letters_and_the_ego_behaviour():
+    frame = {
+        "key_object_infos": {"<c1,CAM_FRONT,100.0,70.0>": {"Visual_description": "Red car."},
+                             "<c2,CAM_BACK,50.0,60.0>": {"Visual_description": "Pedestrian."}},
+        "QA": {"prediction": [
+            {"Q": "What is the moving status of object <c1,CAM_FRONT,100.0,70.0>? Please select the correct answer "
+                  "from the following options: A. Going ahead. B. Turn left. C. Stopped. D. Turn right.", "A": "C."},
+        ], "behavior": [
+            {"Q": "Predict the behavior of the ego vehicle. Please select the correct answer from the following "
+                  "options: A. The ego vehicle is going straight. The ego vehicle is driving fast. B. The ego vehicle "
+                  "is steering to the left. The ego vehicle is driving slowly.", "A": "B."},
+        ]},
+    }
+    labels = frame_labels(frame)
+    assert sorted(labels.marks, key=lambda mark: mark.x) == [
+        ObjectMark("CAM_BACK", "pedestrian", 50.0, 60.0), ObjectMark("CAM_FRONT", "red car", 100.0, 70.0, "Stopped.")]
+    assert (labels.steering, labels.speed) == (3, 1)  # steering to the left, driving slowly
+    assert frame_labels({"QA": {"behavior": [{"Q": "Predict the behavior.", "A": "Unclear."}]}}) == FrameLabels([])
+
+
 def test_each_image_token_covers_a_two_by_two_block_of_patches(tiny_checkpoint):
     model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
     lookup = token_of_patch(model, 16).reshape(16, 16)
@@ -56,14 +84,19 @@ def test_a_mark_labels_the_token_over_its_centre_in_its_camera_view(world, tiny_
     model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
     builder = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view")
     paths = sorted((world / "nuscenes" / "samples").rglob("*.jpg"))[:6]
-    mark = ObjectMark("CAM_FRONT_RIGHT", "grey car", 100.0, 100.0)  # tile pixel (100, 177.8): patch row 12, column 7
-    dataset = ObjectMapDataset([(paths, [mark])], ["none", "grey car"], TilingSpec(224, crop_to_patches=False,
-                               max_tiles=1), builder, 14, token_of_patch(model, 16))
+    # tile pixel (100, 177.8): patch row 12, column 7
+    mark = ObjectMark("CAM_FRONT_RIGHT", "grey car", 100.0, 100.0, "Turn right.")
+    dataset = ObjectMapDataset([(paths, FrameLabels([mark], steering=0, speed=4))], ["none", "grey car"],
+                               TilingSpec(224, crop_to_patches=False, max_tiles=1), builder, 14, token_of_patch(model, 16))
     item = dataset[0]
     assert item["pixel_values"].shape == (6, 3, 224, 224)
     marked = item["object_classes"].nonzero().tolist()
-    assert marked == [[2, int(token_of_patch(model, 16)[12 * 16 + 7])]]
+    token = int(token_of_patch(model, 16)[12 * 16 + 7])
+    assert marked == [[2, token]]
     assert torch.allclose(item["object_positions"][2].sum(0), torch.tensor([100 / WIDTH, 100 / HEIGHT]))
+    assert (item["object_status"] != UNLABELLED).nonzero().tolist() == [[2, token]]
+    assert item["object_status"][2, token] == 2  # MOVING_STATUS_OPTIONS.index("Turn right.")
+    assert item["ego_behavior"].tolist() == [[0, 4]] * 6
 
 
 def objects_config(world: Path, checkpoint: Path, out: Path, *extra: str):
@@ -83,7 +116,8 @@ def test_objects_run_trains_the_vision_only_and_exports_without_the_head(world, 
     assert any(name.startswith("multi_modal_projector.") for name in changed)
     assert not any(name.startswith(("language_model.", "lm_head.")) for name in changed)
     card = (target / "README.md").read_text()
-    assert "object marks" in card and "eval_detected" in card
+    assert "object marks" in card and "eval_detected" in card and "moving statuses" in card
+    assert "eval_speed_right" in card and "eval_status_right" in card
     InternVLForConditionalGeneration.from_pretrained(target)
 
 

@@ -21,7 +21,15 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from ..drivelm import OPTION_LETTERS, QA_STAGES, SPEED_CLASSES, STEERING_CLASSES, behavior_sentence, format_options
+from ..drivelm import (
+    MOVING_STATUS_QUESTION,
+    OPTION_LETTERS,
+    QA_STAGES,
+    SPEED_CLASSES,
+    STEERING_CLASSES,
+    behavior_sentence,
+    format_options,
+)
 from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, frame_metadata, key_frames, load_json
 
 OPTIONS_PROMPT = " Please select the correct answer from the following options: "
@@ -30,7 +38,6 @@ MOVING_STATUS_CHOICES = ("Going ahead.", "Turn right.", "Turn left.", "Stopped."
 # The official 21 behaviour sentences: every steering/speed pair except steering while not moving.
 BEHAVIOR_CHOICES = tuple(behavior_sentence(steering, speed) for steering in STEERING_CLASSES for speed in SPEED_CLASSES
                          if speed != "not moving" or steering == "going straight")
-MOVING_STATUS_QUESTION = "what is the moving status of object"
 JUDGED_PLANNING_QUESTIONS = ("what actions could the ego vehicle take", "lead to a collision", "safe actions")
 LISTED_OPTION = re.compile(r"([A-D])\.\s(.+?)(?=\s[A-D]\.\s|$)")
 

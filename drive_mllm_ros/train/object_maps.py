@@ -4,8 +4,11 @@ A random-init student has no pretrained InternViT. Trained end to end on DriveLM
 uninformative and its language model answers from the question alone (docs/STUDENT.md, runs 2-4). This stage gives
 every image token a target first: the description of the object whose centre falls in it (or none) and that centre,
 read from the DriveLM file itself (the key objects' tags and descriptions, and per-camera answers such as "There is
-a grey car at (115.5, 78.1)."). A linear head on the projector output, dropped on export, learns with the vision
-tower and projector; the language model does not run. Train the language model next with method.tune=frozen_vision.
+a grey car at (115.5, 78.1)."). Tokens also learn what the accuracy questions ask: the moving status of the objects a
+moving-status QA names (at their token), and the frame's ego steering and speed from its behaviour QA (per view,
+from the mean of its tokens: the road markings' blur shows the speed). A linear head on the projector output, dropped on export, learns with the
+vision tower and projector; the language model does not run. Train the language model next with
+method.tune=frozen_vision.
 """
 
 from __future__ import annotations
@@ -20,9 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..answers import parse_behavior, resolve_choice
 from ..cameras import MOSAIC_COORD_RANGE
 from ..data.drivelm_qa import CAMERA_DIRECTIONS
-from ..drivelm import Q_OBJECTS_IN_CAMERA, TAG_PATTERN
+from ..drivelm import (
+    MOVING_STATUS_OPTIONS,
+    MOVING_STATUS_QUESTION,
+    Q_OBJECTS_IN_CAMERA,
+    SPEED_CLASSES,
+    STEERING_CLASSES,
+    TAG_PATTERN,
+)
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import PromptBuilder
 from .data import DataError, DataReport, frame_image_paths, load_json, read_image
@@ -35,6 +46,9 @@ POSITION_WEIGHT = 10.0
 CAMERA_QUESTIONS = {Q_OBJECTS_IN_CAMERA.format(direction=direction): camera
                     for camera, direction in CAMERA_DIRECTIONS.items()}
 LISTED_OBJECT = re.compile(r"\ban? ([^,]+?) at \((\d+(?:\.\d+)?), (\d+(?:\.\d+)?)\)")
+UNLABELLED = -100  # cross-entropy's ignore index: a token or frame without that label
+# Head outputs after the description logits: centre (2), moving status, ego steering, ego speed.
+HEAD_PARTS = (2, len(MOVING_STATUS_OPTIONS), len(STEERING_CLASSES), len(SPEED_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -43,6 +57,30 @@ class ObjectMark:
     description: str
     x: float  # camera pixels
     y: float
+    status: str | None = None  # one of MOVING_STATUS_OPTIONS where a moving-status QA asks about it
+
+
+@dataclass(frozen=True)
+class FrameLabels:
+    marks: list[ObjectMark]
+    steering: int = UNLABELLED  # index into STEERING_CLASSES
+    speed: int = UNLABELLED  # index into SPEED_CLASSES
+
+
+def frame_qa(frame: dict) -> list[dict]:
+    return [qa for items in (frame.get("QA") or {}).values() if isinstance(items, list)
+            for qa in items if isinstance(qa, dict) and isinstance(qa.get("Q"), str) and isinstance(qa.get("A"), str)]
+
+
+def moving_statuses(frame: dict) -> dict[tuple[str, float, float], str]:
+    """(camera, x, y) -> moving status, from the frame's moving-status QA (letter answers resolved)."""
+    statuses = {}
+    for qa in frame_qa(frame):
+        tag = TAG_PATTERN.search(qa["Q"])
+        status = resolve_choice(qa["Q"], qa["A"].strip())
+        if tag and MOVING_STATUS_QUESTION in qa["Q"].lower() and status in MOVING_STATUS_OPTIONS:
+            statuses[(tag.group(2), float(tag.group(3)), float(tag.group(4)))] = status
+    return statuses
 
 
 def frame_objects(frame: dict) -> list[ObjectMark]:
@@ -53,13 +91,24 @@ def frame_objects(frame: dict) -> list[ObjectMark]:
         description = str((info or {}).get("Visual_description", "")).split(".")[0].strip().lower()
         if match and description:
             marks[(match.group(2), float(match.group(3)), float(match.group(4)))] = description
-    for items in (frame.get("QA") or {}).values():
-        for qa in items if isinstance(items, list) else []:
-            camera = CAMERA_QUESTIONS.get(str(qa.get("Q", "")).strip()) if isinstance(qa, dict) else None
-            if camera:
-                for description, x, y in LISTED_OBJECT.findall(str(qa.get("A", ""))):
-                    marks[(camera, float(x), float(y))] = description.lower()
-    return [ObjectMark(camera, description, x, y) for (camera, x, y), description in marks.items()]
+    for qa in frame_qa(frame):
+        camera = CAMERA_QUESTIONS.get(qa["Q"].strip())
+        if camera:
+            for description, x, y in LISTED_OBJECT.findall(qa["A"]):
+                marks[(camera, float(x), float(y))] = description.lower()
+    statuses = moving_statuses(frame)
+    return [ObjectMark(camera, description, x, y, statuses.get((camera, x, y)))
+            for (camera, x, y), description in marks.items()]
+
+
+def frame_labels(frame: dict) -> FrameLabels:
+    """A frame's object marks and, from its first behaviour QA that parses, the ego's steering and speed."""
+    for qa in (frame.get("QA") or {}).get("behavior") or []:
+        if isinstance(qa, dict) and isinstance(qa.get("Q"), str) and isinstance(qa.get("A"), str):
+            steering, speed, _ = parse_behavior(resolve_choice(qa["Q"], qa["A"].strip()))
+            if steering and speed:
+                return FrameLabels(frame_objects(frame), STEERING_CLASSES.index(steering), SPEED_CLASSES.index(speed))
+    return FrameLabels(frame_objects(frame))
 
 
 def token_of_patch(model: nn.Module, grid: int) -> torch.Tensor:
@@ -75,9 +124,10 @@ def token_of_patch(model: nn.Module, grid: int) -> torch.Tensor:
 
 
 class ObjectMapDataset(Dataset):
-    """One item per frame: its tiles and, per image token, the object class id (0: none) and normalised centre."""
+    """One item per frame: its tiles and, per image token, the object class id (0: none), normalised centre and
+    moving status (UNLABELLED where not asked); per image, the frame's ego steering and speed."""
 
-    def __init__(self, frames: list[tuple[list[Path], list[ObjectMark]]], classes: list[str], spec: TilingSpec,
+    def __init__(self, frames: list[tuple[list[Path], FrameLabels]], classes: list[str], spec: TilingSpec,
                  builder: PromptBuilder, patch_size: int, token_lookup: torch.Tensor):
         self.frames, self.spec, self.builder = frames, spec, builder
         self.class_ids = {name: index for index, name in enumerate(classes)}
@@ -97,19 +147,24 @@ class ObjectMapDataset(Dataset):
         return self.builder.rig.index(mark.camera), mark.x / width, mark.y / height
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        paths, marks = self.frames[index]
+        paths, labels = self.frames[index]
         images = layout_images([read_image(str(path)) for path in paths], self.builder)
         pixel_values, _ = to_pixel_values(images, self.spec)
         classes = torch.zeros(len(images), self.tokens, dtype=torch.long)
         positions = torch.zeros(len(images), self.tokens, 2)
-        for mark in marks:
+        statuses = torch.full((len(images), self.tokens), UNLABELLED)
+        for mark in labels.marks:
             image, x, y = self.place(mark)
             if not (0 <= x < 1 and 0 <= y < 1):
                 continue
             token = self.token_lookup[int(y * self.grid) * self.grid + int(x * self.grid)]
             classes[image, token] = self.class_ids.get(mark.description, 0)
             positions[image, token] = torch.tensor([x, y])
-        return {"pixel_values": pixel_values, "object_classes": classes, "object_positions": positions}
+            if mark.status:
+                statuses[image, token] = MOVING_STATUS_OPTIONS.index(mark.status)
+        ego = torch.tensor([[labels.steering, labels.speed]]).expand(len(images), 2)
+        return {"pixel_values": pixel_values, "object_classes": classes, "object_positions": positions,
+                "object_status": statuses, "ego_behavior": ego}
 
 
 def held_out_scores(model: nn.Module, dataset: ObjectMapDataset, batch_size: int) -> dict[str, float]:
@@ -129,7 +184,7 @@ def collate_object_maps(features: list[dict[str, torch.Tensor]]) -> dict[str, to
 
 
 def read_frames(path: Path, image_root: Path | None, builder: PromptBuilder, report: DataReport
-                ) -> list[tuple[list[Path], list[ObjectMark]]]:
+                ) -> list[tuple[list[Path], FrameLabels]]:
     frames = []
     root = image_root or path.parent
     for scene in load_json(path).values():
@@ -139,7 +194,7 @@ def read_frames(path: Path, image_root: Path | None, builder: PromptBuilder, rep
             if missing:
                 report.missing_image_frames += 1
                 continue
-            frames.append((paths, frame_objects(frame)))
+            frames.append((paths, frame_labels(frame)))
     return frames
 
 
@@ -148,8 +203,10 @@ def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model
     """Training and held-out object-map datasets from data.drivelm_json / data.eval_json, and a summary line."""
     report = DataReport()
     train = read_frames(Path(data.drivelm_json), Path(data.image_root) if data.image_root else None, builder, report)
-    classes = [NO_OBJECT, *sorted({mark.description for _, marks in train for mark in marks})]
-    marks = sum(len(m) for _, m in train)
+    classes = [NO_OBJECT, *sorted({mark.description for _, labels in train for mark in labels.marks})]
+    marks = sum(len(labels.marks) for _, labels in train)
+    statuses = sum(mark.status is not None for _, labels in train for mark in labels.marks)
+    behaviors = sum(labels.speed != UNLABELLED for _, labels in train)
     if not marks:
         raise DataError(f"{data.drivelm_json}: no object with a camera position (key object tags or per-camera "
                         "listings with pixel centres) to pretrain the vision tower on")
@@ -161,35 +218,46 @@ def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model
     if data.eval_json:
         held_out = make(read_frames(Path(data.eval_json), None, builder, DataReport())[: data.eval_max_samples or None])
     summary = (f"{len(train)} frames ({report.missing_image_frames} skipped, images missing), {marks} object marks, "
-               f"{len(classes) - 1} descriptions")
+               f"{len(classes) - 1} descriptions, {statuses} moving statuses, {behaviors} ego behaviours")
     return make(train), held_out, summary
 
 
 def attach_head(model: nn.Module, classes: int) -> nn.Linear:
     base = unwrap(model)
-    head = nn.Linear(base.config.text_config.hidden_size, classes + 2).to(base.device)
+    head = nn.Linear(base.config.text_config.hidden_size, classes + sum(HEAD_PARTS)).to(base.device)
     base.add_module(HEAD_ATTRIBUTE, head)
     return head
 
 
 def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
-    """Class cross-entropy (none down-weighted) + squared centre error on marked tokens; and the detected share."""
+    """Class cross-entropy (none down-weighted) + squared centre error on marked tokens + cross-entropy of the
+    labelled moving statuses and ego steering and speed; and the shares detected / right."""
     base = unwrap(model)
     pixels = inputs["pixel_values"].to(next(base.parameters()).dtype)
     features = base.model.get_image_features(
         pixel_values=pixels, vision_feature_layer=base.config.vision_feature_layer,
         vision_feature_select_strategy=base.config.vision_feature_select_strategy).pooler_output
     output = getattr(base, HEAD_ATTRIBUTE)(features).float()
-    logits, centres = output[..., :-2], output[..., -2:]
+    logits, centres, status, steering, speed = output.split([output.shape[-1] - sum(HEAD_PARTS), *HEAD_PARTS], -1)
     classes, positions = inputs["object_classes"], inputs["object_positions"]
+    # Ego steering and speed per image, from its tokens' mean: only some tokens (the road's markings) show them.
+    steering, speed, ego = steering.mean(1), speed.mean(1), inputs["ego_behavior"]
     weight = torch.ones(logits.shape[-1], device=logits.device)
     weight[0] = NO_OBJECT_WEIGHT
     class_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), classes.reshape(-1), weight=weight)
     marked = classes > 0
     position_loss = ((centres - positions) ** 2).sum(-1)[marked].mean() if marked.any() else centres.sum() * 0
     detected = (logits.argmax(-1)[marked] > 0).float().mean().item() if marked.any() else 0.0
+    labelled = {"status": (status, inputs["object_status"]), "steering": (steering, ego[..., 0]),
+                "speed": (speed, ego[..., 1])}
+    parts = {"class": class_loss.item(), "position": position_loss.item(), "detected": detected}
     loss = class_loss + POSITION_WEIGHT * position_loss
-    return loss, {"class": class_loss.item(), "position": position_loss.item(), "detected": detected}
+    for name, (part_logits, targets) in labelled.items():
+        known = targets != UNLABELLED
+        if known.any():
+            loss = loss + F.cross_entropy(part_logits[known], targets[known])
+            parts[f"{name}_right"] = (part_logits[known].argmax(-1) == targets[known]).float().mean().item()
+    return loss, parts
 
 
 def check_single_tile(spec: TilingSpec) -> None:
