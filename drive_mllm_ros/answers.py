@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from .drivelm import (
     NUMBER,
     OPTION_LETTERS,
+    OPTIONS_PROMPT,
     SPEED_CLASSES,
     STEERING_CLASSES,
     TAG_ATTEMPT,
@@ -79,6 +80,13 @@ def resolve_choice(question: str, answer: str) -> str:
         return answer
     options = {m.group(1): m.group(2) for m in OPTION_PATTERN.finditer(question)}
     return options.get(letter.group(1), answer) if letter.group(1) in OPTION_LETTERS else answer
+
+
+def split_choices(question: str) -> tuple[str, dict[str, str]] | None:
+    """A DriveLM multiple-choice question -> (its stem, {letter: option text}); None for any other question."""
+    stem, marker, listed = question.partition(OPTIONS_PROMPT.strip())
+    options = {m.group(1): m.group(2) for m in OPTION_PATTERN.finditer(listed)} if marker else {}
+    return (stem.strip(), options) if len(options) > 1 else None
 
 
 def parse_behavior(text: str) -> tuple[str | None, str | None, int]:

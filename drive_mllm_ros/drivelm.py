@@ -46,6 +46,7 @@ Q_OBJECTS_IN_CAMERA = "What are objects {direction} the ego car?"
 Q_LOCATE_OBJECT = "Where is the {description} in the current scene?"
 # Answered by where only: what a random-init model first learns to read from the images (docs/STUDENT.md, run 4).
 Q_MOST_IMPORTANT_DIRECTION = "Where is the most important object relative to the ego car?"
+OPTIONS_PROMPT = " Please select the correct answer from the following options: "  # DriveLM's multiple choice
 Q_MOVING_STATUS = "What is the moving status of object {object}? Please select the correct answer from the following options: {options}"
 Q_FUTURE_CONFLICT = "Would {object} be in the moving direction of the ego vehicle?"
 Q_OBJECTS_IN_PATH = "What object should the ego vehicle notice first when the ego vehicle is getting to the next possible location? Please list the objects by their IDs."

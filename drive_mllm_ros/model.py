@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .answers import ScoredAnswer
+from .answers import ScoredAnswer, split_choices
 from .fast_decode import (
     DecodeResult,
     FramePrefix,
@@ -27,7 +27,7 @@ from .fast_decode import (
     image_prefix_length,
 )
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
-from .prompt import IMAGE_PLACEHOLDER, PromptBuilder
+from .prompt import IMAGE_PLACEHOLDER, MULTIPLE_CHOICE_MODES, PromptBuilder, checkpoint_multiple_choice
 
 GET_CHECKPOINT_HINT = ("write a test checkpoint with `drive-mllm tiny-model --out DIR`, or download a real one "
                        "as described in the presets under models/ (e.g. models/internvl3-1b-hf.yaml)")
@@ -166,8 +166,12 @@ class DrivingModel:
     """A loaded checkpoint plus its tokenizer, tiling settings and the layout's prompt builder."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, model_id: str,
-                 static_cache: bool | None = None):
-        """static_cache (default: on CUDA) decodes into reusable StaticCaches, which makes generate compile."""
+                 static_cache: bool | None = None, multiple_choice: str = "generate"):
+        """static_cache (default: on CUDA) decodes into reusable StaticCaches, which makes generate compile;
+        multiple_choice "rank" answers multiple-choice questions by ranking their options (prompt.py)."""
+        if multiple_choice not in MULTIPLE_CHOICE_MODES:
+            raise ValueError(f"multiple_choice: expected one of {MULTIPLE_CHOICE_MODES}, got '{multiple_choice}'")
+        self.multiple_choice = multiple_choice
         self.model = model
         self.tokenizer = tokenizer
         self.spec = spec
@@ -210,7 +214,8 @@ class DrivingModel:
         model = model.to(device).eval()
         if int8:
             quantize_int8_weights(model)
-        return cls(model, tokenizer, spec, builder, model_id=path.name)
+        return cls(model, tokenizer, spec, builder, model_id=path.name,
+                   multiple_choice=checkpoint_multiple_choice(path))
 
     @property
     def view_size(self) -> tuple[int, int] | None:
@@ -288,31 +293,71 @@ class DrivingModel:
         """How many tokens up to and including the first stop token."""
         return next((index + 1 for index, token in enumerate(ids) if token in self.stop_token_ids), len(ids))
 
-    def question_prompts(self, frame: PreparedFrame, questions: list[str],
-                         max_new_tokens: int | list[int]) -> tuple[list[list[int]], list[int]]:
-        """Prompt ids and token budgets, one per question."""
+    def question_prompts(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int],
+                         asked: list[int] | None = None) -> tuple[list[list[int]], list[int]]:
+        """Prompt ids and token budgets, one per question (of those at the `asked` indices, when given)."""
         budgets = [max_new_tokens] * len(questions) if isinstance(max_new_tokens, int) else list(max_new_tokens)
         if len(budgets) != len(questions):
             raise ValueError(f"max_new_tokens: expected {len(questions)} values (one per question), got {len(budgets)}")
-        return [self.prompt_ids(question, frame.tiles_per_image) for question in questions], budgets
+        asked = range(len(questions)) if asked is None else asked
+        return [self.prompt_ids(questions[i], frame.tiles_per_image) for i in asked], [budgets[i] for i in asked]
 
     def answer_texts(self, rows: list[list[int]]) -> list[str]:
         """Generated ids -> answer texts with object tags in camera pixels."""
         texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
         return [self.builder.from_model_text(text.strip()) for text in texts]
 
+    def answer_losses(self, frame: PreparedFrame, question: str, answers: list[str]) -> list[float]:
+        """Mean cross-entropy of each answer's tokens (and end of turn) after the question, tokenized as training
+        tokenizes them; one batched forward pass."""
+        from .train.collate import IGNORE_INDEX, encode_conversation  # train.collate imports this module
+
+        rows = [encode_conversation(self.tokenizer, self.builder.messages(question, answer), frame.tiles_per_image,
+                                    self.image_seq_length) for answer in answers]
+        length = max(len(ids) for ids, _ in rows)
+        padded = lambda values, fill: [row + [fill] * (length - len(row)) for row in values]  # noqa: E731
+        ids = torch.tensor(padded([ids for ids, _ in rows], self.tokenizer.pad_token_id), device=self.device)
+        labels = torch.tensor(padded([labels for _, labels in rows], IGNORE_INDEX), device=self.device)
+        mask = torch.tensor(padded([[1] * len(ids) for ids, _ in rows], 0), device=self.device)
+        pixels = frame.pixel_values.repeat(len(rows), *([1] * (frame.pixel_values.dim() - 1)))
+        with torch.no_grad():
+            logits = self.model(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE_INDEX,
+                                                   reduction="none")
+        return (losses.sum(1) / (targets != IGNORE_INDEX).sum(1)).tolist()
+
+    def ranked_choices(self, frame: PreparedFrame, questions: list[str]) -> dict[int, ScoredAnswer]:
+        """With multiple_choice "rank": the multiple-choice questions' answers ("B."), by question index, each with
+        its option's share of the options' probability as confidence. Empty otherwise."""
+        ranked = {}
+        for index, question in enumerate(questions if self.multiple_choice == "rank" else []):
+            choices = split_choices(question)
+            if choices is None:
+                continue
+            stem, options = choices
+            shares = torch.softmax(-torch.tensor(self.answer_losses(frame, stem, list(options.values()))), 0)
+            best = int(shares.argmax())
+            ranked[index] = ScoredAnswer(f"{list(options)[best]}.", (float(shares[best]),))
+        return ranked
+
     def answer(self, frame: PreparedFrame, questions: list[str], max_new_tokens: int | list[int] = 128) -> list[str]:
         """Answers to several questions about one frame (images and prompt prefix encoded once per frame, questions
         decoded as one batch); object tags come back in camera pixels."""
-        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens)
-        return self.answer_texts(self.generate_ids(frame, prompts, budgets)) if questions else []
+        ranked = self.ranked_choices(frame, questions)
+        asked = [index for index in range(len(questions)) if index not in ranked]
+        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens, asked)
+        texts = iter(self.answer_texts(self.generate_ids(frame, prompts, budgets)) if asked else [])
+        return [ranked[index].text if index in ranked else next(texts) for index in range(len(questions))]
 
     def answer_scored(self, frame: PreparedFrame, questions: list[str],
                       max_new_tokens: int | list[int] = 128) -> list[ScoredAnswer]:
         """`answer` with the probability of each generated token (for confidence)."""
-        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens)
-        if not questions:
-            return []
-        rows = self.generate_scored(frame, prompts, budgets)
+        ranked = self.ranked_choices(frame, questions)
+        asked = [index for index in range(len(questions)) if index not in ranked]
+        prompts, budgets = self.question_prompts(frame, questions, max_new_tokens, asked)
+        rows = self.generate_scored(frame, prompts, budgets) if asked else []
         texts = self.answer_texts([ids for ids, _ in rows])
-        return [ScoredAnswer.from_logprobs(text, logprobs) for text, (_, logprobs) in zip(texts, rows, strict=True)]
+        generated = iter(ScoredAnswer.from_logprobs(text, logprobs) for text, (_, logprobs) in zip(texts, rows,
+                                                                                                   strict=True))
+        return [ranked[index] if index in ranked else next(generated) for index in range(len(questions))]

@@ -19,6 +19,10 @@ from .drivelm import TAG_PATTERN, format_tag
 LAYOUTS: tuple[str, ...] = ("stitched", "per_view")
 IMAGE_PLACEHOLDER = "<image>"
 LAYOUT_FILE = "drive_mllm.json"  # written into checkpoints we make: the layout they were trained for
+# rank: a multiple-choice question is answered with the option whose text the model finds likeliest as the answer to
+# the question's stem (as lm-evaluation-harness scores choices); a small student reads the answer from the images but
+# does not learn to name its letter (docs/STUDENT.md, run 6).
+MULTIPLE_CHOICE_MODES: tuple[str, ...] = ("generate", "rank")
 
 
 def checkpoint_layout(checkpoint: str | Path) -> str | None:
@@ -36,6 +40,23 @@ def write_checkpoint_layout(checkpoint: str | Path, layout: str) -> None:
     if layout not in LAYOUTS:
         raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
     (Path(checkpoint) / LAYOUT_FILE).write_text(json.dumps({"layout": layout}) + "\n")
+
+
+def checkpoint_multiple_choice(checkpoint: str | Path) -> str:
+    """How a checkpoint answers multiple-choice questions: "generate" the letter (default) or "rank" the options."""
+    path = Path(checkpoint) / LAYOUT_FILE
+    mode = json.loads(path.read_text()).get("multiple_choice", "generate") if path.is_file() else "generate"
+    if mode not in MULTIPLE_CHOICE_MODES:
+        raise ValueError(f"{path}: 'multiple_choice' must be one of {MULTIPLE_CHOICE_MODES}, got {mode!r}")
+    return mode
+
+
+def write_checkpoint_multiple_choice(checkpoint: str | Path, mode: str) -> None:
+    if mode not in MULTIPLE_CHOICE_MODES:
+        raise ValueError(f"multiple_choice: expected one of {MULTIPLE_CHOICE_MODES}, got '{mode}'")
+    path = Path(checkpoint) / LAYOUT_FILE
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**settings, "multiple_choice": mode}) + "\n")
 
 
 @dataclass(frozen=True)

@@ -26,12 +26,14 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .drivelm import Q_BEHAVIOR, Q_IMPORTANT_OBJECTS, Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS
+from .drivelm import Q_BEHAVIOR_OPEN, Q_IMPORTANT_OBJECTS, Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS
 from .evaluation.grounding import question_kind
 from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
+from .prompt import write_checkpoint_multiple_choice
 from .tiny_model import build_domain_tokenizer, write_tiny_model
 from .train.data import load_json
 
@@ -103,9 +105,8 @@ def train(config: str, overrides: list[str], log: Path) -> None:
 def first_questions_filter() -> str:
     """The questions whose answers the object maps teach the image tokens: where the most important object is, an
     object's moving status and the ego's behaviour (both multiple choice, the scorer's accuracy items)."""
-    # Up to the first placeholder or colon: a ": " would make the override a YAML mapping.
-    prefixes = [question.split("{")[0].split(":")[0] for question in (Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS,
-                                                                       Q_BEHAVIOR)]
+    # Behaviour in both forms: the open answer is learned from the images first, the letter after it (run 6).
+    prefixes = (Q_MOST_IMPORTANT_DIRECTION, Q_MOVING_STATUS.split("{")[0], Q_BEHAVIOR_OPEN)
     return "^(" + "|".join(re.escape(prefix).replace("\\ ", " ") for prefix in prefixes) + ")"
 
 
@@ -124,7 +125,7 @@ def first_stages(checkpoint: Path, out: Path, data: list[str], args: argparse.Na
                                                 f"training.max_steps={args.vision_steps}"], log)
     train("config/train/student_teacher.yaml", [
         f"model.path={vision / 'model'}", *data, f"training.output_dir={warmup}", f"training.max_steps={args.warmup_steps}",
-        f"data.question_filter={first_questions_filter()}", "data.pack_frame_qa=false", "data.open_behavior=false",
+        f"data.question_filter={first_questions_filter()}", "data.pack_frame_qa=false", "data.open_choices=true",
         "training.per_device_train_batch_size=4", f"training.learning_rate={WARMUP_LEARNING_RATE}"], log)
     return warmup / "model"
 
@@ -198,15 +199,20 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_world(out / "world/held_out", HELD_OUT_SEED, args.held_out_scenes, 0.0, log)
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
-    teacher_start = first_stages(teacher_init, out / "teacher", data, args, log)
     mix = [*data, keep_first_answers(train_json, args.first_weight)]
-    train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *mix,
-          f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
+    # The student's first stages need no teacher: they run beside the teacher's (one thread each, 2 cores here).
+    with ThreadPoolExecutor(max_workers=1) as beside:
+        student_first = beside.submit(first_stages, student_init, out / "student", data, args, out / "student.log")
+        teacher_start = first_stages(teacher_init, out / "teacher", data, args, log)
+        train("config/train/student_teacher.yaml", [f"model.path={teacher_start}", *mix,
+              f"training.output_dir={out}/teacher", f"training.max_steps={args.teacher_steps}"], log)
+        student_start = student_first.result()
     teacher = out / "teacher/model"
-    student_start = first_stages(student_init, out / "student", data, args, log)
     train("config/train/student_distill.yaml", [f"model.path={student_start}", *mix, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student", f"training.max_steps={args.student_steps}"], log)
     student = out / "student/model"
+    for checkpoint in (teacher, student):
+        write_checkpoint_multiple_choice(checkpoint, "rank")  # the letter is not learned at this size (run 6)
     test = held_out / "test.json"
     run_command(drive_mllm("eval", "prepare", "--drivelm", str(held_out / "v1_1_train_nus.json"), "--out", str(test)),
                 log)

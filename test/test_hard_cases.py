@@ -189,7 +189,7 @@ def test_recorder_writes_a_drivelm_dataset_that_training_loads(jpegs, tmp_path):
     )
     assert frame["image_paths"]["CAM_FRONT"] == "../frames/100000000/drive_mllm__CAM_FRONT__100000000.jpg"
     report = DataReport()
-    args = DataArguments(missing_images="fail", open_behavior=False)
+    args = DataArguments(missing_images="fail", open_choices=False)
     samples = read_drivelm(tmp_path / DRIVELM_JSON, None, PromptBuilder(layout="per_view"), args, report)
     assert report.frames == 2 and len(samples) == 4 and all(Path(p).is_file() for p in samples[0].image_paths)
 

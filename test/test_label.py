@@ -68,7 +68,7 @@ def dataset(world, tmp_path_factory) -> Path:
 
 def load_for_training(path: Path) -> tuple[list, DataReport]:
     report = DataReport()
-    args = DataArguments(missing_images="fail", open_behavior=False)
+    args = DataArguments(missing_images="fail", open_choices=False)
     return read_drivelm(path, None, PromptBuilder(layout="per_view"), args, report), report
 
 

@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
-from drive_mllm_ros.drivelm import Q_BEHAVIOR_OPEN
+from drive_mllm_ros.drivelm import MOVING_STATUS_OPTIONS, MOVING_STATUS_QUESTION, Q_BEHAVIOR_OPEN
 from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.preprocess import TilingSpec
 from drive_mllm_ros.prompt import PromptBuilder
@@ -102,14 +102,19 @@ def test_collator_masks_padding_and_concatenates_tiles(tokenizer, world):
     assert batch["pixel_values"].shape == (12, 3, 224, 224)
 
 
-def test_stage_weights_and_open_behaviour(tokenizer, world):
-    _, _, report = build(world, tokenizer)
+def test_stage_weights_and_open_forms_of_multiple_choice(tokenizer, world):
+    train, _, report = build(world, tokenizer)
     behaviour_qa = report.qa["behavior"]
-    assert report.open_behavior_added == behaviour_qa > 0
+    moving_status = [s for s in train.samples if MOVING_STATUS_QUESTION in s.messages[0]["content"].lower()]
+    open_status = [s for s in moving_status if s.sample_id.endswith("_open")]
+    assert report.open_choices_added == behaviour_qa + len(open_status) and len(open_status) > 0
     assert report.samples["behavior"] == 2 * behaviour_qa
+    assert "Please select" not in open_status[0].messages[0]["content"]
+    assert open_status[0].messages[1]["content"] in MOVING_STATUS_OPTIONS  # "Stopped.", not "C."
     train, _, report = build(world, tokenizer, stage_weights={"perception": 2.0, "behavior": 0.0})
     assert report.samples["perception"] == 2 * report.qa["perception"] and "behavior" not in report.samples
-    open_sample = next(s for s in build(world, tokenizer)[0].samples if s.sample_id.endswith("_open"))
+    open_sample = next(s for s in build(world, tokenizer)[0].samples if s.sample_id.endswith("_open")
+                       and s.stage == "behavior")
     assert Q_BEHAVIOR_OPEN in open_sample.messages[0]["content"]
     assert open_sample.messages[1]["content"].startswith("The ego vehicle is ")  # the option text, not "A."
 

@@ -16,13 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..drivelm import Q_LOCATE_OBJECT, TAG_PATTERN
-from ..model import DrivingModel, PreparedFrame
-from ..train.collate import IGNORE_INDEX, encode_conversation
+from ..model import DrivingModel
 from .predict import frame_views
 from .testset import key_frames, load_json
 
@@ -48,16 +45,6 @@ class KindLoss:
         means = {view: total / self.count for view, total in self.totals.items()}
         return {"qa": self.count, **means, "gap_other": means["other"] - means["own"],
                 "gap_blank": means["blank"] - means["own"]}
-
-
-def answer_loss(model: DrivingModel, frame: PreparedFrame, question: str, answer: str) -> float:
-    """Mean cross-entropy of the answer tokens (and end of turn), tokenized exactly as training tokenizes them."""
-    ids, labels = encode_conversation(model.tokenizer, model.builder.messages(question, answer), frame.tiles_per_image,
-                                      model.image_seq_length)
-    ids, labels = torch.tensor([ids], device=model.device), torch.tensor([labels], device=model.device)
-    with torch.no_grad():
-        logits = model.model(input_ids=ids, pixel_values=frame.pixel_values).logits
-    return F.cross_entropy(logits[0, :-1].float(), labels[0, 1:], ignore_index=IGNORE_INDEX).item()
 
 
 def frame_entries(drivelm_path: Path, frames: int) -> list[tuple[str, dict]]:
@@ -95,7 +82,7 @@ def grounding(model: DrivingModel, drivelm_path: str | Path, image_root: str | P
                 for bucket in (losses[kind], losses["all"]):
                     bucket.count += 1
                 for view, images in prepared.items():
-                    loss = answer_loss(model, images, qa["Q"], qa["A"])
+                    loss = model.answer_losses(images, qa["Q"], [qa["A"]])[0]
                     losses[kind].totals[view] += loss
                     losses["all"].totals[view] += loss
     return {kind: bucket.row() for kind, bucket in sorted(losses.items(), key=lambda item: (item[0] != "all", item[0]))}

@@ -24,6 +24,7 @@ from pathlib import Path
 from ..drivelm import (
     MOVING_STATUS_QUESTION,
     OPTION_LETTERS,
+    OPTIONS_PROMPT,
     QA_STAGES,
     SPEED_CLASSES,
     STEERING_CLASSES,
@@ -32,7 +33,6 @@ from ..drivelm import (
 )
 from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, frame_metadata, key_frames, load_json
 
-OPTIONS_PROMPT = " Please select the correct answer from the following options: "
 # Choices of the official convert_data.py (a superset of drivelm.MOVING_STATUS_OPTIONS).
 MOVING_STATUS_CHOICES = ("Going ahead.", "Turn right.", "Turn left.", "Stopped.", "Back up.", "Reverse parking.")
 # The official 21 behaviour sentences: every steering/speed pair except steering while not moving.

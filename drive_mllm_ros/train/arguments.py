@@ -59,7 +59,9 @@ class DataArguments:
             "trajectory": 1.0,
         }
     )
-    open_behavior: bool = True  # also train the open "Predict the behavior..." form the node asks
+    # Also train each multiple-choice question's open form (its stem answered with the option's text): the node asks
+    # "Predict the behavior of the ego vehicle.", and multiple_choice "rank" answering scores options that way.
+    open_choices: bool = True
     general_json: str = ""  # LLaVA-style instruction data with images
     general_image_root: str = ""
     general_ratio: float = 0.25  # general samples per domain sample (paper: general:domain = 1:4)

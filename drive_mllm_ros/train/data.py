@@ -25,8 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..answers import resolve_choice
-from ..drivelm import Q_BEHAVIOR_OPEN
+from ..answers import resolve_choice, split_choices
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import IMAGE_PLACEHOLDER, PromptBuilder
 from .arguments import DataArguments, drivelm_sources
@@ -61,7 +60,7 @@ class DataReport:
     qa: Counter = field(default_factory=Counter)  # read per stage, before weighting
     samples: Counter = field(default_factory=Counter)  # per stage, after weighting and filtering
     sources: Counter = field(default_factory=Counter)  # per DriveLM file, after weighting and filtering
-    open_behavior_added: int = 0
+    open_choices_added: int = 0
     malformed_qa: int = 0
     missing_image_frames: int = 0
     missing_image_samples: int = 0
@@ -75,7 +74,7 @@ class DataReport:
         return (
             f"{sum(self.samples.values())} samples ({stages}{'; ' + sources if len(self.sources) > 1 else ''}) "
             f"from {self.frames} frames / "
-            f"{sum(self.qa.values())} QA; open behaviour added {self.open_behavior_added}; skipped: "
+            f"{sum(self.qa.values())} QA; open forms added {self.open_choices_added}; skipped: "
             f"{self.malformed_qa} malformed QA, {self.missing_image_frames} frames and "
             f"{self.missing_image_samples} general samples with missing images, {self.dropped_too_long} "
             f"over the length limit; {self.truncated} truncated{f'; {self.packs} frame packs' if self.packs else ''}"
@@ -109,9 +108,10 @@ def frame_image_paths(frame: dict, builder: PromptBuilder, image_root: Path) -> 
 
 
 def frame_conversations(
-    frame: dict, builder: PromptBuilder, open_behavior: bool, report: DataReport
+    frame: dict, builder: PromptBuilder, open_choices: bool, report: DataReport
 ) -> list[tuple[str, str, str, str]]:
-    """(stage, local id, question, answer) of one frame's valid QA, with the open behaviour variant added."""
+    """(stage, local id, question, answer) of one frame's valid QA, with the open form of each multiple-choice QA
+    added (its stem answered with the option's text)."""
     conversations = []
     qa = frame.get("QA") if isinstance(frame.get("QA"), dict) else {}
     for stage, items in qa.items():
@@ -121,10 +121,11 @@ def frame_conversations(
                 continue
             report.qa[stage] += 1
             conversations.append((stage, f"{stage}_{index}", item["Q"], item["A"]))
-            open_answer = resolve_choice(item["Q"], item["A"].strip()) if stage == "behavior" else item["A"]
-            if open_behavior and stage == "behavior" and open_answer != item["A"].strip():
-                conversations.append((stage, f"{stage}_{index}_open", Q_BEHAVIOR_OPEN, open_answer))
-                report.open_behavior_added += 1
+            choices = split_choices(item["Q"]) if open_choices else None
+            if choices and resolve_choice(item["Q"], item["A"].strip()) in choices[1].values():
+                conversations.append((stage, f"{stage}_{index}_open", choices[0],
+                                      resolve_choice(item["Q"], item["A"].strip())))
+                report.open_choices_added += 1
     return conversations
 
 
@@ -157,7 +158,7 @@ def read_drivelm(
                     )
                 report.missing_image_frames += 1
                 continue
-            for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_behavior, report):
+            for stage, local_id, question, answer in frame_conversations(frame, builder, args.open_choices, report):
                 if not (asked.search(question) and asked_here.search(question)):
                     continue
                 weight = args.stage_weights.get(stage, 1.0) * source_weight if weighted else 1.0
