@@ -256,6 +256,8 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict
             f"| training | {args.vision_steps} object-map steps, {args.warmup_steps} + {args.teacher_steps} SFT steps (vision "
             f"frozen) | {args.vision_steps} object-map steps, {args.warmup_steps} SFT + {args.student_steps} distillation "
             f"steps (vision frozen) |\n\n"
+            f"Multiple-choice questions are answered by ranking their options (`multiple_choice: rank` in "
+            f"drive_mllm.json); the mix repeats the first stage's questions {args.first_weight:g}x.\n\n"
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
             f"val {data_counts(world / 'train/drivelm/v1_1_val_nus.json')}; held out: seed {HELD_OUT_SEED}, "
             f"{data_counts(world / 'held_out/drivelm/v1_1_train_nus.json')}.\n\n## Held-out evaluation\n"

@@ -1,6 +1,6 @@
 """Answer parsing: tags, behaviour, waypoints, multiple choice; malformed text never raises."""
 
-from drive_mllm_ros.answers import parse_behavior, parse_tags, parse_waypoints, resolve_choice
+from drive_mllm_ros.answers import parse_behavior, parse_tags, parse_waypoints, resolve_choice, split_choices
 from drive_mllm_ros.cameras import NUSCENES_CAMERAS
 from drive_mllm_ros.drivelm import MOVING_STATUS_OPTIONS, Q_MOVING_STATUS, behavior_sentence, format_options
 
@@ -43,3 +43,14 @@ def test_multiple_choice_letter_resolves_to_option_text():
     assert resolve_choice(question, "B.") == "Turn left."
     assert resolve_choice(question, "D") == "Stopped."
     assert resolve_choice(question, "The car goes ahead.") == "The car goes ahead."
+
+
+def test_split_choices_gives_the_stem_and_options_of_multiple_choice_only():
+    question = ("Predict the behavior of the ego vehicle. Please select the correct answer from the following options: "
+                "A. The ego vehicle is going straight. The ego vehicle is driving fast. B. The ego vehicle is "
+                "steering to the left. The ego vehicle is driving slowly.")
+    assert split_choices(question) == ("Predict the behavior of the ego vehicle.", {
+        "A": "The ego vehicle is going straight. The ego vehicle is driving fast.",
+        "B": "The ego vehicle is steering to the left. The ego vehicle is driving slowly."})
+    assert split_choices("Would <c1,CAM_FRONT,1.0,2.0> be in the moving direction of the ego vehicle?") is None
+    assert split_choices("Pick one. Please select the correct answer from the following options: A. Yes.") is None

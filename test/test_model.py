@@ -1,6 +1,7 @@
 """DrivingModel on a tiny checkpoint written by `drive-mllm tiny-model`: prompts, answers, load errors."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from transformers import GotOcr2ImageProcessorPil, InternVLProcessor
 from drive_mllm_ros.bench.preprocess import synthetic_camera_image
 from drive_mllm_ros.model import DrivingModel, ModelLoadError, resolve_dtype
 from drive_mllm_ros.preprocess import layout_images
-from drive_mllm_ros.prompt import IMAGE_PLACEHOLDER, PromptBuilder
+from drive_mllm_ros.prompt import IMAGE_PLACEHOLDER, PromptBuilder, checkpoint_layout, write_checkpoint_multiple_choice
 
 QUESTIONS = ["What are the important objects in the current scene?",
              "Is <c1,CAM_FRONT,800.0,450.0> moving?",
@@ -197,3 +198,47 @@ def test_dtype_names():
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16
     with pytest.raises(ValueError, match="dtype: expected 'auto' or one of"):
         resolve_dtype("int3", "cpu")
+
+
+CHOICE_QUESTION = ("What is the moving status of object <c1,CAM_FRONT,800.0,450.0>? Please select the correct answer "
+                   "from the following options: A. Going ahead. B. Turn left. C. Turn right. D. Stopped.")
+CHOICE_STEM = "What is the moving status of object <c1,CAM_FRONT,800.0,450.0>?"
+OPTIONS = ["Going ahead.", "Turn left.", "Turn right.", "Stopped."]
+
+
+def test_batched_answer_losses_equal_one_answer_at_a_time(views, tiny_per_view_checkpoint):
+    model = DrivingModel.load(tiny_per_view_checkpoint, PromptBuilder(layout="per_view"))
+    frame = model.prepare(views)
+    batched = model.answer_losses(frame, CHOICE_STEM, OPTIONS)  # options of different token lengths: padded rows
+    alone = [model.answer_losses(frame, CHOICE_STEM, [option])[0] for option in OPTIONS]
+    assert batched == pytest.approx(alone, rel=1e-4)
+    assert len(set(round(loss, 4) for loss in batched)) == len(OPTIONS)
+
+
+def test_rank_answers_multiple_choice_with_the_likeliest_option(views, tiny_per_view_checkpoint, tmp_path):
+    checkpoint = tmp_path / "ranked"
+    shutil.copytree(tiny_per_view_checkpoint, checkpoint)
+    write_checkpoint_multiple_choice(checkpoint, "rank")
+    model = DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+    assert model.multiple_choice == "rank" and checkpoint_layout(checkpoint) == "per_view"
+    frame = model.prepare(views)
+    losses = model.answer_losses(frame, CHOICE_STEM, OPTIONS)
+    best = "ABCD"[losses.index(min(losses))]
+    answers = model.answer(frame, [QUESTIONS[0], CHOICE_QUESTION], max_new_tokens=[5, 5])
+    scored = model.answer_scored(frame, [QUESTIONS[0], CHOICE_QUESTION], max_new_tokens=[5, 5])
+    assert answers[1] == scored[1].text == f"{best}."
+    shares = torch.softmax(-torch.tensor(losses), 0)
+    assert scored[1].confidence == pytest.approx(float(shares.max()), rel=1e-4)
+    generating = DrivingModel.load(tiny_per_view_checkpoint, PromptBuilder(layout="per_view"))
+    assert generating.multiple_choice == "generate"
+    assert answers[0] == scored[0].text == generating.answer(generating.prepare(views), [QUESTIONS[0]], 5)[0]
+
+
+def test_unknown_multiple_choice_mode_is_refused(tmp_path, tiny_per_view_checkpoint):
+    with pytest.raises(ValueError, match="multiple_choice: expected one of"):
+        write_checkpoint_multiple_choice(tmp_path, "vote")
+    checkpoint = tmp_path / "odd"
+    shutil.copytree(tiny_per_view_checkpoint, checkpoint)
+    (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "multiple_choice": "vote"}))
+    with pytest.raises(ValueError, match="'multiple_choice' must be one of"):
+        DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
