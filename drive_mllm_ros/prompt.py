@@ -25,38 +25,40 @@ LAYOUT_FILE = "drive_mllm.json"  # written into checkpoints we make: the layout 
 MULTIPLE_CHOICE_MODES: tuple[str, ...] = ("generate", "rank")
 
 
+def checkpoint_setting(checkpoint: str | Path, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
+    """A setting from the checkpoint's drive_mllm.json (`default` when the file or key is absent)."""
+    path = Path(checkpoint) / LAYOUT_FILE
+    value = json.loads(path.read_text()).get(key, default) if path.is_file() else default
+    if value != default and value not in allowed:
+        raise ValueError(f"{path}: '{key}' must be one of {allowed}, got {value!r}")
+    return value
+
+
+def write_checkpoint_setting(checkpoint: str | Path, key: str, value: str, allowed: tuple[str, ...]) -> None:
+    """Set one setting in the checkpoint's drive_mllm.json, keeping the others."""
+    if value not in allowed:
+        raise ValueError(f"{key}: expected one of {allowed}, got '{value}'")
+    path = Path(checkpoint) / LAYOUT_FILE
+    settings = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**settings, key: value}) + "\n")
+
+
 def checkpoint_layout(checkpoint: str | Path) -> str | None:
     """The layout a checkpoint was made for (None when it does not say, e.g. a downloaded one)."""
-    path = Path(checkpoint) / LAYOUT_FILE
-    if not path.is_file():
-        return None
-    layout = json.loads(path.read_text()).get("layout")
-    if layout not in LAYOUTS:
-        raise ValueError(f"{path}: 'layout' must be one of {LAYOUTS}, got {layout!r}")
-    return layout
+    return checkpoint_setting(checkpoint, "layout", LAYOUTS, None)
 
 
 def write_checkpoint_layout(checkpoint: str | Path, layout: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout: expected one of {LAYOUTS}, got '{layout}'")
-    (Path(checkpoint) / LAYOUT_FILE).write_text(json.dumps({"layout": layout}) + "\n")
+    write_checkpoint_setting(checkpoint, "layout", layout, LAYOUTS)
 
 
 def checkpoint_multiple_choice(checkpoint: str | Path) -> str:
     """How a checkpoint answers multiple-choice questions: "generate" the letter (default) or "rank" the options."""
-    path = Path(checkpoint) / LAYOUT_FILE
-    mode = json.loads(path.read_text()).get("multiple_choice", "generate") if path.is_file() else "generate"
-    if mode not in MULTIPLE_CHOICE_MODES:
-        raise ValueError(f"{path}: 'multiple_choice' must be one of {MULTIPLE_CHOICE_MODES}, got {mode!r}")
-    return mode
+    return checkpoint_setting(checkpoint, "multiple_choice", MULTIPLE_CHOICE_MODES, "generate") or "generate"
 
 
 def write_checkpoint_multiple_choice(checkpoint: str | Path, mode: str) -> None:
-    if mode not in MULTIPLE_CHOICE_MODES:
-        raise ValueError(f"multiple_choice: expected one of {MULTIPLE_CHOICE_MODES}, got '{mode}'")
-    path = Path(checkpoint) / LAYOUT_FILE
-    settings = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**settings, "multiple_choice": mode}) + "\n")
+    write_checkpoint_setting(checkpoint, "multiple_choice", mode, MULTIPLE_CHOICE_MODES)
 
 
 @dataclass(frozen=True)
