@@ -78,7 +78,10 @@ def world_bags(world: Path, out: Path, who: str = "demo") -> list[Path]:
 
 
 def synthetic_scene(out: Path, seed: int, duration: float) -> tuple[Path, Path]:
-    """World -> (bag, DriveLM JSON) for one short scene, rendered at the size the embedded student learned."""
+    """World -> (bag, DriveLM JSON) for one short scene, rendered at the size the embedded student learned; the
+    previous run's scene is replaced, so the demo can run again."""
+    for folder in (out / "world", out / "bags"):
+        shutil.rmtree(folder, ignore_errors=True)
     drivelm = embedded_world(out / "world", seed, duration)
     return world_bags(out / "world", out / "bags")[0], drivelm
 
