@@ -9,6 +9,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,12 @@ from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
 from drive_mllm_ros.model import DrivingModel
 from drive_mllm_ros.preprocess import TilingSpec
-from drive_mllm_ros.prompt import PromptBuilder, checkpoint_layout
+from drive_mllm_ros.prompt import (
+    PromptBuilder,
+    checkpoint_layout,
+    checkpoint_multiple_choice,
+    write_checkpoint_multiple_choice,
+)
 from drive_mllm_ros.tiny_model import TINY_SIZES, write_tiny_model
 from drive_mllm_ros.train.arguments import MethodArguments, parse_config
 from drive_mllm_ros.train.distill import PROJECTION_ATTRIBUTE
@@ -167,10 +173,15 @@ def test_export_that_runs_out_of_disk_keeps_the_previous_checkpoint(tiny_checkpo
 
 
 def test_lora_is_merged_on_export(world, tiny_checkpoint, tmp_path):
+    source = tmp_path / "ranked"  # a student that ranks multiple choice keeps doing so once fine-tuned
+    shutil.copytree(tiny_checkpoint, source)
+    write_checkpoint_multiple_choice(source, "rank")
     out = tmp_path / "run"
-    config = config_for(world, tiny_checkpoint, out, held_out=False, max_steps=2)
+    config = config_for(world, source, out, held_out=False, max_steps=2)
     config.method.tune, config.method.lora_r = "lora", 4
     target = run(config)
+    assert checkpoint_multiple_choice(target) == "rank"
+    assert checkpoint_multiple_choice(tiny_checkpoint) == "generate"
     model, _, _ = load_checkpoint(str(target), "fp32", "sdpa", False)
     base, _, _ = load_checkpoint(str(tiny_checkpoint), "fp32", "sdpa", False)
     assert not any("lora" in name for name in model.state_dict())

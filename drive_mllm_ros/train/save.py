@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from ..preprocess import TilingSpec
-from ..prompt import write_checkpoint_layout
+from ..prompt import write_checkpoint_layout, write_checkpoint_multiple_choice
 from ..tiny_model import preprocessor_config
 from .arguments import TrainConfig
 from .distill import PROJECTION_ATTRIBUTE, unwrap
@@ -70,21 +70,24 @@ InternVL-family checkpoint in the native transformers layout (no remote code), t
 """
 
 
-def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpec, card: str, layout: str) -> None:
+def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpec, card: str, layout: str,
+                 multiple_choice: str) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     write_checkpoint_layout(folder, layout)  # the node serves it with the layout it was trained for
+    write_checkpoint_multiple_choice(folder, multiple_choice)  # and answers multiple choice as its source did
     tokenizer.save_pretrained(folder)
     for name, content in processor_files(spec, model.config.image_seq_length).items():
         (folder / name).write_text(json.dumps(content, indent=2))
     (folder / "README.md").write_text(card)
 
 
-def export_model(model: nn.Module, tokenizer: Any, spec: TilingSpec, target: Path, card: str, layout: str) -> Path:
+def export_model(model: nn.Module, tokenizer: Any, spec: TilingSpec, target: Path, card: str, layout: str,
+                 multiple_choice: str = "generate") -> Path:
     """Write the servable checkpoint to `target` atomically (temp folder, then rename over the old one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        write_export(staging, servable_model(model), tokenizer, spec, card, layout)
+        write_export(staging, servable_model(model), tokenizer, spec, card, layout, multiple_choice)
         previous = target.with_name(f".{target.name}.old")
         if target.exists():
             target.rename(previous)

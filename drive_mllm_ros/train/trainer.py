@@ -20,7 +20,7 @@ from ..cameras import CameraRig
 from ..model import check_folder, check_tokenizer, load_internvl_config, resolve_dtype
 from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
-from ..prompt import PromptBuilder
+from ..prompt import PromptBuilder, checkpoint_multiple_choice
 from ..tiny_model import build_tokenizer
 from .arguments import DISTILL, OBJECTS, ConfigError, TrainConfig
 from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_logits
@@ -307,7 +307,8 @@ def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, to
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         export_model(trainer.model, tokenizer, spec, target, model_card(config, summary, trainer.state.global_step,
-                                                                        metrics), config.data.layout)
+                                                                        metrics), config.data.layout,
+                     checkpoint_multiple_choice(config.model.path))
     trainer.accelerator.wait_for_everyone()
     return target
 
@@ -352,6 +353,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
-        export_model(trainer.model, tokenizer, spec, target, card, config.data.layout)
+        export_model(trainer.model, tokenizer, spec, target, card, config.data.layout,
+                     checkpoint_multiple_choice(config.model.path))  # a fine-tuned student answers as it did
     trainer.accelerator.wait_for_everyone()
     return target
