@@ -101,28 +101,10 @@ def test_ros_lockstep_run_is_deterministic(tmp_path):
     assert finals[0] == finals[1]
 
 
-def test_closed_loop_with_the_node_produces_the_score_report(tiny_per_view_checkpoint, tmp_path):
-    argv = [
-        "closed-loop",
-        "--planner",
-        "node",
-        "--scenarios",
-        "lead_brake",
-        "--route-length",
-        "8",
-        "--width",
-        "320",
-        "--height",
-        "180",
-        "--answer-budget",
-        "30",
-        "--wall-budget",
-        "240",
-        "--model-path",
-        str(tiny_per_view_checkpoint),
-        "--out",
-        str(tmp_path),
-    ]
+def test_closed_loop_with_the_embedded_student_produces_the_score_report(tmp_path):
+    # No --model-path and no image size: the node serves models/student on the views it learned (224x126).
+    argv = ["closed-loop", "--planner", "node", "--scenarios", "lead_brake", "--route-length", "8",
+            "--answer-budget", "30", "--wall-budget", "240", "--out", str(tmp_path)]
     assert cli(argv) == 0
     episode = json.loads((tmp_path / "node_lead_brake.json").read_text())["episode"]
     assert episode["counters"]["frames"] >= 1 and episode["counters"]["answers"] >= 1
