@@ -216,6 +216,14 @@ def serve_bag(bags: Sequence[Path], model: str, question_file: Path, out: Path, 
     return recorded
 
 
+def checkpoint_params(model: Path) -> str:
+    """The report's Params cell: counted from the checkpoint's safetensors files, blank without them."""
+    from .model import parameter_count, parameter_label  # loads torch: only after the environment checks
+
+    count = parameter_count(model)
+    return parameter_label(count) if count else ""
+
+
 def frame_figures(drivelm: Path, recorded: Path, out: Path, limit: int = 3) -> list[Path]:
     """PNGs of a few key frames: the six views, the node's key objects (red) next to the truth (green)."""
     from .evaluation.from_bag import scene_messages
@@ -293,6 +301,8 @@ def main(argv: list[str]) -> int:
                 str(report_dir),
                 "--label",
                 Path(model).name,
+                "--params",
+                checkpoint_params(Path(model)),
             ]
         )
     except (RuntimeError, ValueError) as error:

@@ -9,6 +9,7 @@ the shared PromptBuilder, answers go back through `builder.from_model_text` so o
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,25 @@ class PreparedFrame:
     pixel_values: torch.Tensor
     tiles_per_image: list[int]
     prefix: FramePrefix | None = field(default=None, repr=False)  # filled by the first answer about the frame
+
+
+def parameter_count(checkpoint: Path) -> int:
+    """Parameters of a checkpoint folder, read from its safetensors headers (one file or shards) without loading."""
+    from safetensors import safe_open
+
+    total = 0
+    for path in sorted(Path(checkpoint).glob("*.safetensors")):
+        with safe_open(str(path), "pt") as weights:
+            total += sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())  # noqa: SIM118 (safe_open is not iterable)
+    return total
+
+
+def parameter_label(count: int) -> str:
+    """A parameter count the way model tables write it: 26B, 1.9M, 429K."""
+    for size, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if count >= size:
+            return f"{count / size:.3g}{unit}"
+    return str(count)
 
 
 def resolve_device(device: str) -> str:

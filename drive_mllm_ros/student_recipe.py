@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -40,6 +39,7 @@ from .drivelm import (
     Q_MOVING_STATUS,
 )
 from .evaluation.grounding import question_kind
+from .model import parameter_count
 from .paths import EMBEDDED_WORLD_SIZE
 from .presets import ArchitectureSizes
 from .prompt import write_checkpoint_multiple_choice
@@ -98,13 +98,6 @@ def write_initial_checkpoints(drivelm_json: Path, out: Path, vocab_size: int) ->
     teacher = write_tiny_model(out / "teacher", seed=0, sizes=TEACHER_SIZES, **common)
     student = write_tiny_model(out / "student", seed=1, sizes=STUDENT_SIZES, **common)
     return teacher, student
-
-
-def parameter_count(checkpoint: Path) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(checkpoint / "model.safetensors"), "pt") as weights:
-        return sum(math.prod(weights.get_slice(name).get_shape()) for name in weights.keys())  # noqa: SIM118 (safe_open is not iterable)
 
 
 def train(config: str, overrides: list[str], log: Path) -> None:

@@ -163,10 +163,11 @@ def test_frames_without_a_condition_count_as_clear_and_the_report_has_a_row_per_
     test.write_text(json.dumps({"s": {"key_frames": frames}}))
     assert [it.condition for it in load_test(test)] == ["clear", "night"]
     scores = evaluate(load_test(test), {"s_a_0": "Yes.", "s_b_0": "No."}, InputIssues())
-    write_report(scores, InputIssues(), tmp_path / "out")
+    write_report(scores, InputIssues(), tmp_path / "out", "student", "429K")
     assert json.loads((tmp_path / "out" / "scores.json").read_text())["by_condition"]["night"]["accuracy"] == 0.0
     report = (tmp_path / "out" / "report.md").read_text()
-    for row in ("| all | 2 | 0.5000 |", "| clear | 1 | 1.0000 |", "| night | 1 | 0.0000 |"):
+    for row in ("| **student** | 429K | 0.5000 |", "| all | 2 | 0.5000 |", "| clear | 1 | 1.0000 |",
+                "| night | 1 | 0.0000 |"):
         assert row in report
 
 

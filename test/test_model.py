@@ -10,7 +10,7 @@ import torch
 from transformers import GotOcr2ImageProcessorPil, InternVLProcessor
 
 from drive_mllm_ros.bench.preprocess import synthetic_camera_image
-from drive_mllm_ros.model import DrivingModel, ModelLoadError, resolve_dtype
+from drive_mllm_ros.model import DrivingModel, ModelLoadError, parameter_count, parameter_label, resolve_dtype
 from drive_mllm_ros.preprocess import layout_images
 from drive_mllm_ros.prompt import IMAGE_PLACEHOLDER, PromptBuilder, checkpoint_layout, write_checkpoint_multiple_choice
 
@@ -242,3 +242,23 @@ def test_unknown_multiple_choice_mode_is_refused(tmp_path, tiny_per_view_checkpo
     (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "multiple_choice": "vote"}))
     with pytest.raises(ValueError, match="'multiple_choice' must be one of"):
         DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+
+
+def test_parameter_count_reads_every_shard_without_loading(tiny_per_view_checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import InternVLForConditionalGeneration
+
+    loaded = sum(p.numel() for p in InternVLForConditionalGeneration.from_pretrained(tiny_per_view_checkpoint).parameters())
+    weights = load_file(str(tiny_per_view_checkpoint / "model.safetensors"))
+    names = sorted(weights)
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for index, part in enumerate((names[::2], names[1::2])):
+        save_file({name: weights[name] for name in part}, str(sharded / f"model-0000{index + 1}-of-00002.safetensors"))
+    assert parameter_count(sharded) == parameter_count(tiny_per_view_checkpoint) == loaded
+    assert parameter_count(tmp_path / "missing") == 0
+
+
+@pytest.mark.parametrize(("count", "label"), [(26_000_000_000, "26B"), (1_880_160, "1.88M"), (429_232, "429K"), (12, "12")])
+def test_parameter_label_reads_like_the_papers_tables(count, label):
+    assert parameter_label(count) == label

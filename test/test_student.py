@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from drive_mllm_ros.cli import main as drive_mllm
+from drive_mllm_ros.model import parameter_count
 from drive_mllm_ros.paths import EMBEDDED_WORLD_SIZE
-from drive_mllm_ros.student_recipe import parameter_count
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 STUDENT, TEACHER = MODELS / "student", MODELS / "teacher"

@@ -58,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
                        help="largest gap between a scene stamp and its key frame's CAM_FRONT timestamp")
     score.add_argument("--out", required=True, help="folder for scores.json, report.md, subscores.png")
     score.add_argument("--label", default="ours", help="name of our row in the report")
+    score.add_argument("--params", default="", help="our row's Params cell (e.g. 1B, 429K)")
     score.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")
     score.add_argument("--judge-model", help="judge model name (required with --judge-url)")
     score.add_argument("--judge-workers", type=int, default=8)
@@ -79,7 +80,7 @@ def run_score(args: argparse.Namespace) -> int:
         judge = Judge(args.judge_url, args.judge_model, os.environ.get("OPENAI_API_KEY"), args.judge_timeout_s,
                       args.judge_workers)
     scores = score_predictions(items, entries, issues, judge)
-    paths = write_report(scores, issues, args.out, args.label)
+    paths = write_report(scores, issues, args.out, args.label, args.params)
     print(f"final {scores['final']}, judge-free final {scores['judge_free_final']}; wrote {', '.join(map(str, paths))}")
     for kind, count in issues.counts.items():
         print(f"input issue: {kind}: {count} (e.g. {', '.join(issues.examples[kind])})", file=sys.stderr)

@@ -35,8 +35,8 @@ def metric_cells(scores: dict) -> list[str]:
             cell(language.get("CIDEr")), cell(scores["match"], 2), cell(scores["final"])]
 
 
-def our_cells(scores: dict, label: str) -> list[str]:
-    return [f"**{label}**", "", *metric_cells(scores)]
+def our_cells(scores: dict, label: str, params: str) -> list[str]:
+    return [f"**{label}**", params, *metric_cells(scores)]
 
 
 def condition_cells(name: str, scores: dict) -> list[str]:
@@ -55,10 +55,10 @@ def table(header: tuple[str, ...] | list[str], rows: list) -> list[str]:
     return ["| " + " | ".join(row) + " |" for row in (header, ("---",) * len(header), *rows)]
 
 
-def markdown(scores: dict, issues: InputIssues, label: str) -> str:
+def markdown(scores: dict, issues: InputIssues, label: str, params: str) -> str:
     lines = ["# DriveLM evaluation", "", "Paper rows: Mini-InternVL (arXiv 2410.16261) Table 4, "
              "DriveLM-nuScenes v1.1 val. Ours: this run.", ""]
-    lines += table(COLUMNS, [*map(paper_cells, PAPER_TABLE), our_cells(scores, label)])
+    lines += table(COLUMNS, [*map(paper_cells, PAPER_TABLE), our_cells(scores, label, params)])
     lines += ["", "## Per condition", "", "Frames without a recorded condition count as clear.", ""]
     lines += table(CONDITION_COLUMNS, condition_rows(scores))
     terms = scores["terms"]
@@ -102,12 +102,13 @@ def bar_chart(scores: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def write_report(scores: dict, issues: InputIssues, out_dir: str | Path, label: str = "ours") -> list[Path]:
+def write_report(scores: dict, issues: InputIssues, out_dir: str | Path, label: str = "ours", params: str = ""
+                 ) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / "scores.json", out / "report.md", out / "subscores.png"]
     document = {**scores, "input_issues": {"counts": issues.counts, "examples": issues.examples}}
     paths[0].write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    paths[1].write_text(markdown(scores, issues, label), encoding="utf-8")
+    paths[1].write_text(markdown(scores, issues, label, params), encoding="utf-8")
     bar_chart(scores, paths[2])
     return paths
