@@ -23,7 +23,8 @@ import cv2
 from .answers import parse_tags
 from .bringup import default_model, node_command
 from .cameras import CameraRig
-from .evaluation.testset import cam_front_stamp, questions_by_stamp
+from .drivelm import STAGES
+from .evaluation.testset import ANSWER_BUDGET, cam_front_stamp, questions_by_stamp
 from .paths import EMBEDDED_WORLD_SIZE, default_params_file
 from .ros_env import isolate_ros
 from .visualize import TRUTH_COLOR, draw_key_objects
@@ -160,8 +161,11 @@ def serve_bag(bags: Sequence[Path], model: str, question_file: Path, out: Path, 
     from .data.recorder import record
 
     params = out / "demo_params.yaml"
+    # A test set's answers are scored whole: every stage gets `eval predict`'s budget, not the node's camera-rate one.
+    budgets = "".join(f"      {stage}: {ANSWER_BUDGET}\n" for stage in STAGES)
     params.write_text(
         f"/**:\n  ros__parameters:\n    question_file: '{question_file}'\n    image_qos_reliability: reliable\n"
+        f"    max_new_tokens:\n{budgets}"
     )
     recorded = out / "node_outputs"
     shutil.rmtree(recorded, ignore_errors=True)

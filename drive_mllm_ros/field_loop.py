@@ -1,11 +1,13 @@
 """`drive-mllm field-loop --student CKPT --out DIR`: the field loop of issue 9 as one command, on synthetic data.
 
-1. Gate suite: a held-out world of clear and night scenes (`world --condition clear night`), `eval prepare`.
+1. Gate suite: a held-out world of clear and night scenes, every scenario in each (`world --condition clear night`),
+   `eval prepare`.
 2. Field data: night scenes of another seed as bags (`convert-nuscenes`), replayed through the node with hard-case
    recording on; the node keeps the frames it struggles with.
 3. `drive-mllm label --ground-truth`: the kept frames take the night world's true QA.
-4. `drive-mllm train` (config/train/field_adapt.yaml): the student fine-tuned on the labelled night frames mixed with
-   replay of its clear-day training data (--replay-json, else the recipe's training world regenerated).
+4. `drive-mllm train` (config/train/field_adapt.yaml): the student fine-tuned on the labelled night frames, their
+   accuracy questions repeated (--first-weight), mixed with replay of its clear-day training data (--replay-json,
+   else the recipe's training world regenerated).
 5. A second candidate fine-tuned on the night frames only (no replay), to show that the gate catches forgetting.
 6. `drive-mllm gate --target night`: each candidate against the student.
 7. DIR/field_loop.md (and field_loop.json): the steps with counts and wall times, both gate decisions, the student
@@ -29,12 +31,12 @@ from pathlib import Path
 
 from .demo import check_environment, embedded_world, embedded_world_size, run_command, serve_bag, world_bags
 from .evaluation import gate
-from .evaluation.testset import key_frames, load_json
+from .evaluation.testset import ANSWER_BUDGET, key_frames, load_json
 from .hard_case_store import MANIFEST
 from .label import OUT_JSON
 from .paths import embedded_model_dir, share_dir
 from .ros_env import isolate_ros
-from .student_recipe import COMMAND_THREADS, TRAIN_SEED
+from .student_recipe import COMMAND_THREADS, TRAIN_SEED, polish_filter
 from .train.trainer import EXPORT_FOLDER
 
 WHO = "field-loop"
@@ -144,11 +146,14 @@ def replay_weight(ratio: float, labelled: int, replay: int) -> float:
 
 
 def adapt(args: argparse.Namespace, labelled: Path, replay: tuple[Path, float] | None, out: Path) -> Path:
-    """`drive-mllm train` with field_adapt.yaml from the student's weights; the servable checkpoint."""
-    overrides = [f"model.path={args.student}", f"data.drivelm_json={labelled}", f"training.output_dir={out}",
-                 f"training.max_steps={args.steps}"]
+    """`drive-mllm train` with field_adapt.yaml from the student's weights; the servable checkpoint. The labelled
+    frames' accuracy questions are repeated, as in the student's own recipe: ~4 of ~20 QA a frame, they are barely
+    learned otherwise (night accuracy +0.01 without, +0.07 with, on a suite with every scenario in each condition)."""
+    extra = [{"json": str(labelled), "weight": args.first_weight, "question_filter": polish_filter()}]
     if replay:
-        overrides.append("data.extra_drivelm_json=" + json.dumps([{"json": str(replay[0]), "weight": replay[1]}]))
+        extra.append({"json": str(replay[0]), "weight": replay[1]})
+    overrides = [f"model.path={args.student}", f"data.drivelm_json={labelled}", f"training.output_dir={out}",
+                 f"training.max_steps={args.steps}", "data.extra_drivelm_json=" + json.dumps(extra)]
     run_command(["train", "--config", str(share_dir() / ADAPT_CONFIG), *overrides, *args.set], WHO)
     return out / EXPORT_FOLDER
 
@@ -246,11 +251,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
     p.add_argument("--steps", type=int, default=300, help="training steps of each candidate")
+    p.add_argument("--first-weight", type=float, default=8.0,
+                   help="repeats of the labelled frames' accuracy questions (behaviour, moving status, yes/no)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides (YAML values: 3.0e-4, not 3e-4)")
     p.add_argument("--min-confidence", type=float, default=0.9, help="node keeps answers less sure than this (0..1)")
     p.add_argument("--max-per-hour", type=int, default=1000, help="node keeps at most this many frames per hour")
     p.add_argument("--answer-timeout", type=float, default=180.0, help="s to wait for the node's answers per bag")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="answer budget in the gates")
+    p.add_argument("--max-new-tokens", type=int, default=ANSWER_BUDGET, help="answer budget in the gates")
     return p
 
 
@@ -270,7 +277,7 @@ def check_args(args: argparse.Namespace) -> None:
     if not 0.0 <= args.min_confidence <= 1.0:
         raise ValueError(f"--min-confidence: expected a token probability in 0..1, got {args.min_confidence}")
     for flag, value in (("--replay-ratio", args.replay_ratio), ("--answer-timeout", args.answer_timeout),
-                        ("--duration", args.duration)):
+                        ("--duration", args.duration), ("--first-weight", args.first_weight)):
         if not (math.isfinite(value) and value > 0):
             raise ValueError(f"{flag}: expected a number > 0, got {value}")
     if args.replay_json and not args.replay_json.is_file():

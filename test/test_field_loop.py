@@ -36,6 +36,8 @@ def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path)
     summary = json.loads((out / "field_loop.json").read_text())
     assert set(summary["decisions"]) == {"replay", "night_only"} and len(summary["steps"]) == 7
     assert "replay)" in summary["steps"][3]["made"]  # the replay candidate trained on both sources
+    for name in ("replay", "night_only"):  # the labelled accuracy questions repeated in both
+        assert "question_filter: ^(Where is" in (out / "adapt" / name / "model" / "README.md").read_text()
     report = (out / "field_loop.md").read_text()
     assert "(gate/replay/gate.md)" in report and "(gate/night_only/gate.md)" in report
     assert "| night | accuracy |" in report and "## Issue goals (measured)" in report
@@ -47,6 +49,7 @@ def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path)
         (["--student", "missing"], "--student missing: expected a checkpoint folder"),
         (["--suite-scenes", "1"], "--suite-scenes: expected at least 2, got 1"),
         (["--min-confidence", "2"], "--min-confidence: expected a token probability in 0..1, got 2.0"),
+        (["--first-weight", "0"], "--first-weight: expected a number > 0, got 0.0"),
         (["--replay-json", "none.json"], "--replay-json none.json: expected the student's DriveLM v1.1 training JSON"),
         (["--out", "."], "expected a new or empty folder"),
     ],

@@ -18,7 +18,7 @@ from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 from drive_mllm_ros.cameras import NUSCENES_CAMERAS
 from drive_mllm_ros.data.drivelm_qa import CAMERA_DIRECTIONS
 from drive_mllm_ros.data.render import ALT_CALIBRATION, nuscenes_cameras, object_box, project_object, transform_points
-from drive_mllm_ros.data.synthetic import WorldOptions, generate
+from drive_mllm_ros.data.synthetic import WorldOptions, generate, scene_plan
 from drive_mllm_ros.data.synthetic import main as world_main
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand, build_world
 from drive_mllm_ros.drivelm import Q_MOST_IMPORTANT_DIRECTION, Q_OBJECTS_IN_CAMERA, QA_STAGES, TAG_PATTERN
@@ -295,3 +295,11 @@ def test_prepare_and_the_training_loader_keep_the_condition(alt_dataset, tmp_pat
     report = DataReport()
     samples = read_drivelm(source, None, builder, DataArguments(drivelm_json=str(source)), report)
     assert samples and report.frames == len(frames) and report.missing_image_frames == 0
+
+
+def test_every_condition_gets_every_scenario():
+    scenarios, conditions = tuple(SCENARIOS), ("clear", "night")
+    plan = [scene_plan(i, scenarios, conditions) for i in range(len(scenarios) * len(conditions))]
+    assert sorted(plan) == sorted((s, c) for s in scenarios for c in conditions)
+    assert [condition for _, condition in plan[:4]] == ["clear", "night", "clear", "night"]
+    assert [scene_plan(i, scenarios, ("clear",))[0] for i in range(9)] == [*scenarios, scenarios[0]]

@@ -3,9 +3,10 @@
 Writes ``OUT/nuscenes`` (a dataroot that ``nuscenes-devkit`` opens as ``--version``, see
 ``nuscenes_export``) and ``OUT/drivelm/v1_1_{train,val}_nus.json`` (DriveLM v1.1, see ``drivelm_qa``),
 whose ``image_paths`` are ``../nuscenes/samples/...`` relative to the JSON's folder. Scenes cycle
-through the scenario presets of ``world.SCENARIOS`` and the conditions of ``--condition`` (``render.LOOKS``:
-clear, night, rain, fog); ``--rig`` picks the camera rig (``render.RIGS``). Each scene has its own seed
-derived from ``--seed`` (noise and rain included), so the output is deterministic. The condition and rig are
+through the conditions of ``--condition`` (``render.LOOKS``: clear, night, rain, fog) and, once per round of
+conditions, through the scenario presets of ``world.SCENARIOS`` (``scene_plan``: every scenario in every
+condition); ``--rig`` picks the camera rig (``render.RIGS``). Each scene has its own seed derived from
+``--seed`` (noise and rain included), so the output is deterministic. The condition and rig are
 recorded in the scene table's description ("... (condition=night, rig=alt)") and in every DriveLM key
 frame ("condition", "rig"). Cameras sweep at 12 Hz, key frames every sixth sweep (2 Hz).
 """
@@ -52,7 +53,7 @@ class WorldOptions:
     density: float = 0.5
     jpeg_quality: int = 90
     scenarios: tuple[str, ...] = tuple(SCENARIOS)
-    conditions: tuple[str, ...] = ("clear",)  # cycled through per scene, like the scenarios
+    conditions: tuple[str, ...] = ("clear",)  # cycled through per scene; see scene_plan
     rig: str = "nuscenes"
 
     def check(self) -> None:
@@ -223,6 +224,13 @@ def _map_mask(size: int = 200) -> np.ndarray:
     return mask
 
 
+def scene_plan(index: int, scenarios: tuple[str, ...], conditions: tuple[str, ...]) -> tuple[str, str]:
+    """Scene `index`'s (scenario, condition): conditions change every scene and the scenario every round of them,
+    so that each condition gets every scenario. Cycling both per scene would pair them (with 8 scenarios and 2
+    conditions the turns would all be at night), and a per-condition comparison would measure the scenarios."""
+    return scenarios[(index // len(conditions)) % len(scenarios)], conditions[index % len(conditions)]
+
+
 def generate(options: WorldOptions) -> dict[str, float]:
     """Write the dataroot and DriveLM JSON; returns figures (images, seconds, images per second)."""
     options.check()
@@ -236,8 +244,7 @@ def generate(options: WorldOptions) -> dict[str, float]:
     with tqdm(total=options.scenes * sweeps, unit="sweep", desc="world") as progress:
         scene_writer = SceneWriter(options, writer, qa, progress)
         for index in range(options.scenes):
-            scenario = options.scenarios[index % len(options.scenarios)]
-            condition = options.conditions[index % len(options.conditions)]
+            scenario, condition = scene_plan(index, options.scenarios, options.conditions)
             scene_seed = options.seed * 100_003 + index
             scene_token, entry, log_token = scene_writer.write(index, scenario, scene_seed, sweeps, condition)
             splits["val" if index >= options.scenes - val_count else "train"][scene_token] = entry
@@ -266,7 +273,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--jpeg-quality", type=int, default=90)
     p.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help=f"presets to cycle: {list(SCENARIOS)}")
     p.add_argument("--condition", nargs="+", default=["clear"], dest="conditions",
-                   help=f"conditions to cycle per scene: {list(CONDITIONS)}")
+                   help=f"conditions to cycle per scene (each with every scenario): {list(CONDITIONS)}")
     p.add_argument("--rig", default="nuscenes", help=f"camera rig: {sorted(RIGS)}")
     return p
 

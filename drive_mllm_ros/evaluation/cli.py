@@ -22,7 +22,7 @@ from .predictions import InputIssues, read_prediction_file
 from .prepare import prepare_file
 from .report import write_report
 from .score import score_predictions
-from .testset import cam_front_stamps, load_test
+from .testset import ANSWER_BUDGET, cam_front_stamps, load_test
 
 
 def parser() -> argparse.ArgumentParser:
@@ -38,7 +38,7 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="predictions JSON to write")
     predict.add_argument("--image-root", help="folder the image paths are relative to (default: the test file's)")
     predict.add_argument("--blank-images", action="store_true", help="black views: the does-it-read-the-cameras baseline")
-    predict.add_argument("--max-new-tokens", type=int, default=256)
+    predict.add_argument("--max-new-tokens", type=int, default=ANSWER_BUDGET)
     predict.add_argument("--device", default="auto")
     grounding = commands.add_parser(
         "grounding", help="how much answers depend on the images: answer loss with own, other-scene and black views")

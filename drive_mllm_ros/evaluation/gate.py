@@ -29,7 +29,7 @@ from pathlib import Path
 from .predictions import InputIssues
 from .report import CONDITION_COLUMNS, cell, condition_rows, table, write_report
 from .score import condition_counts, score_predictions
-from .testset import GtItem, load_test
+from .testset import ANSWER_BUDGET, GtItem, load_test
 
 SUITE_TEST_FILE = "test.json"
 # Judge-free metrics, so that a gate never depends on a hosted judge.
@@ -294,7 +294,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gain", type=float, default=0.15, help="least gain on the target condition")
     p.add_argument("--max-regression", type=float, default=0.02, help="largest loss allowed on any other condition")
     p.add_argument("--image-root", type=Path, help="folder the image paths are relative to (default: --suite)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=int, default=ANSWER_BUDGET)
     p.add_argument("--device", default="auto")
     return p
 

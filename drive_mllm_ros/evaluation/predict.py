@@ -17,9 +17,7 @@ import numpy as np
 from ..model import DrivingModel
 from ..prompt import PromptBuilder, checkpoint_layout
 from ..train.data import read_image
-from .testset import GtItem, key_frames, load_json, load_test
-
-DEFAULT_MAX_NEW_TOKENS = 256
+from .testset import ANSWER_BUDGET, GtItem, key_frames, load_json, load_test
 
 
 def frame_views(frame_data: dict, builder: PromptBuilder, image_root: Path, blank: bool) -> list[np.ndarray]:
@@ -33,7 +31,7 @@ def frame_views(frame_data: dict, builder: PromptBuilder, image_root: Path, blan
 
 
 def predict(model: DrivingModel, test_path: str | Path, image_root: str | Path | None = None, blank: bool = False,
-            max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS) -> list[dict[str, str]]:
+            max_new_tokens: int = ANSWER_BUDGET) -> list[dict[str, str]]:
     """Answers to every question of a prepared test file, frame by frame."""
     test_path = Path(test_path)
     image_root = Path(image_root) if image_root else test_path.parent

@@ -17,6 +17,9 @@ from ..drivelm import QA_STAGES, STAGES
 
 # Tags of the official scorer: which metric an item feeds.
 TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH = 0, 1, 2, 3
+# Tokens per answer when a model answers a test set: the longest DriveLM answers (object listings, four tagged
+# objects with reasons) take up to ~170 tokens of the embedded student's tokenizer (one token per digit).
+ANSWER_BUDGET = 256
 FRAME_METADATA = ("condition", "rig")  # optional per-frame strings, kept by 'eval prepare'
 DEFAULT_CONDITION = "clear"
 # nuScenes sample file names end in `__CAM_FRONT__{timestamp_us}.jpg`.

@@ -19,7 +19,7 @@ import yaml
 from ..drivelm import STAGES
 
 SFT, DISTILL, OBJECTS = "sft", "distill", "objects"  # objects: vision pretraining (train/object_maps.py)
-TUNES = ("full", "frozen_vision", "frozen_language", "lora")
+TUNES = ("full", "frozen_vision", "lora")
 MISSING_IMAGE_POLICIES = ("skip", "fail")
 OVERLONG_POLICIES = ("drop", "truncate")
 

@@ -76,14 +76,10 @@ def load_student(config: TrainConfig) -> tuple[Any, Any, TilingSpec]:
 
 
 def apply_tuning(model: Any, config: TrainConfig) -> Any:
-    """Full fine-tune, frozen vision encoder, frozen language model (the vision tower and projector adapt to a new
-    domain while the language model reads their tokens as before), or LoRA adapters on the language model."""
+    """Full fine-tune, frozen vision encoder, or LoRA adapters on the language model (merged on export)."""
     method = config.method
     if method.tune == "frozen_vision":
         model.model.vision_tower.requires_grad_(False)
-    if method.tune == "frozen_language":
-        model.model.language_model.requires_grad_(False)
-        model.lm_head.requires_grad_(False)
     if method.tune != "lora":
         return model
     from peft import LoraConfig, get_peft_model
