@@ -250,7 +250,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--field-seed", type=int, default=FIELD_SEED)
     p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
-    p.add_argument("--steps", type=int, default=300, help="training steps of each candidate")
+    p.add_argument("--steps", type=int, default=600, help="training steps of each candidate")
     p.add_argument("--first-weight", type=float, default=8.0,
                    help="repeats of the labelled frames' accuracy questions (behaviour, moving status, yes/no)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides (YAML values: 3.0e-4, not 3e-4)")
