@@ -15,7 +15,7 @@ from launch_ros.actions import Node
 
 from drive_mllm_ros.bringup import default_model
 from drive_mllm_ros.drivelm import Q_TRAJECTORY
-from drive_mllm_ros.paths import default_params_file
+from drive_mllm_ros.paths import EMBEDDED_WORLD_SIZE, default_params_file
 from drive_mllm_ros.sim.closed_loop import DEFAULT_SEED, ros_args
 from drive_mllm_ros.sim.simulator import SimConfig, Simulator
 
@@ -28,8 +28,9 @@ ARGUMENTS = {
     "planner": ("node", "node (drive_mllm outputs), oracle (ground truth) or blind (route only)"),
     "mode": ("lockstep", "lockstep (the world waits for answers within a budget) or realtime"),
     "model_path": ("", "checkpoint for the node; empty = the embedded student"),
-    "width": ("800", "rendered image width (the node's image_width)"),
-    "height": ("450", "rendered image height"),
+    "condition": ("clear", "what the cameras see: clear, night, rain or fog"),
+    "width": (str(EMBEDDED_WORLD_SIZE[0]), "rendered image width (the node's image_width); default: the embedded student's"),
+    "height": (str(EMBEDDED_WORLD_SIZE[1]), "rendered image height"),
     "camera_rate": ("2.0", "Hz of camera sweeps"),
 }
 
@@ -43,6 +44,7 @@ def launch_setup(context, *args, **kwargs):
         "scenario": value["scenario"],
         "seed": int(value["seed"]),
         "mode": value["mode"],
+        "condition": value["condition"],
         "image_width": int(value["width"]),
         "image_height": int(value["height"]),
         "camera_rate": float(value["camera_rate"]),

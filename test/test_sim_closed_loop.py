@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
+import cv2
+import numpy as np
 import pytest
+from sensor_msgs.msg import CompressedImage
 
 from drive_mllm_ros.cli import main as cli
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand
@@ -13,6 +18,8 @@ from drive_mllm_ros.sim.closed_loop import DEFAULT_SEED, run_offline
 from drive_mllm_ros.sim.planner import FrontCamera, PlannerConfig, key_object_ahead
 from drive_mllm_ros.sim.scoring import score_episode
 from drive_mllm_ros.sim.simulator import SimConfig, Simulator
+
+from rosutil import RosHarness
 
 
 def test_simulator_is_deterministic_per_seed_and_scenario():
@@ -112,3 +119,24 @@ def test_closed_loop_with_the_embedded_student_produces_the_score_report(tmp_pat
     assert results["node"]["scenarios"][0]["scenario"] == "lead_brake"
     assert "| lead_brake | node |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "lead_brake.png").stat().st_size > 10_000
+
+
+def test_sim_renders_the_condition_it_is_given_and_names_a_bad_one():
+    sim = [sys.executable, "-m", "drive_mllm_ros.sim.sim_node", "--ros-args", "-p", "mode:=realtime",
+           "-p", "route_length:=8.0", "-p", "image_width:=224", "-p", "image_height:=126", "-p", "rate:=4.0",
+           "-p", "answer_topic:=''", "-p", "wait_for_subscribers:=10.0"]
+    bad = subprocess.run([*sim, "-p", "condition:=snow"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "condition: expected one of ['clear', 'night', 'rain', 'fog']" in bad.stderr
+    harness = RosHarness()
+    try:
+        harness.subscribe("/CAM_FRONT/image_rect_compressed", CompressedImage, 10)
+        brightness = {}
+        for condition in ("clear", "night"):
+            harness.clear()
+            subprocess.run([*sim, "-p", f"condition:={condition}"], capture_output=True, timeout=120, check=True)
+            frames = harness.messages("/CAM_FRONT/image_rect_compressed")
+            assert frames, f"no CAM_FRONT image from the {condition} sim"
+            brightness[condition] = np.mean(cv2.imdecode(np.frombuffer(bytes(frames[0].data), np.uint8), 1))
+    finally:
+        harness.close()
+    assert brightness["night"] < 0.5 * brightness["clear"]

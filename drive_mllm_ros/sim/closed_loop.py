@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from ..bringup import default_model, node_command
+from ..data.render import CONDITIONS
 from ..data.world import SCENARIOS
 from ..drivelm import Q_TRAJECTORY
 from ..paths import EMBEDDED_WORLD_SIZE, default_params_file
@@ -59,6 +60,7 @@ def sim_command(config: SimConfig, args: argparse.Namespace, result_file: Path, 
         "density": args.density,
         "route_length": float(config.route_length),
         "mode": args.mode,
+        "condition": args.condition,
         "camera_rate": args.camera_rate,
         "image_width": args.width,
         "image_height": args.height,
@@ -177,6 +179,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=("lockstep", "realtime"), default="lockstep")
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--density", type=float, default=0.5)
+    p.add_argument("--condition", choices=CONDITIONS, default="clear", help="what the cameras see (world --condition)")
     p.add_argument("--route-length", type=float, default=0.0, help="m; 0: the scenario's own")
     p.add_argument("--camera-rate", type=float, default=2.0, help="Hz of rendered camera sweeps")
     p.add_argument("--width", type=int, default=EMBEDDED_WORLD_SIZE[0],

@@ -54,6 +54,7 @@ DEFAULTS: dict[str, object] = {
     "route_length": 0.0,
     "time_limit": 0.0,
     "mode": "lockstep",
+    "condition": "clear",  # render.LOOKS: clear, night, rain, fog
     "step": 0.1,
     "camera_rate": 2.0,
     "image_width": 1600,
@@ -87,7 +88,7 @@ class SimNode(Node):
             SimConfig(p["scenario"], p["seed"], p["density"], p["route_length"], p["time_limit"], p["command_timeout"])
         )
         self.cameras = nuscenes_cameras(p["image_width"], p["image_height"])
-        self.renderer = Renderer(self.cameras)
+        self.renderer = Renderer(self.cameras, p["condition"], p["seed"])
         self.factory = MessageFactory()
         self.lock = threading.Lock()
         self.new_command: EgoCommand | None = None
