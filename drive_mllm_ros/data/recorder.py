@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import threading
 import time
@@ -122,6 +123,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # SIGINT stops recording even where a non-interactive shell started us in the background with SIGINT ignored
+    # (Python then installs no KeyboardInterrupt): the node behaves so too, as rclpy installs its own handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         counts = record(args.out, args.topics, args.duration, args.count, args.storage)
     except ValueError as err:
