@@ -12,8 +12,8 @@
 5. `drive-mllm eval prepare/predict/score` on the held-out scenes: teacher, student, student with blank images.
 6. The student goes to --install (e.g. models/student, its teacher beside it in models/teacher) only when it reads
    the cameras: its accuracy is at least --min-camera-gain above the same student fed blank images. Issue 6's goal
-   (0.25) is checked by test/test_student.py; most of this world's accuracy items can be answered from the question
-   alone, which bounds the gain (docs/STUDENT.md, run 6).
+   (0.25) is checked by test/test_student.py; the yes/no and moving-status items can be answered from the tag in the
+   question, the behaviour items only from the views (their options differ in speed alone; docs/STUDENT.md, run 8).
 
     python -m drive_mllm_ros.student_recipe --out runs/student [--install models/student]
 """
@@ -183,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="python -m drive_mllm_ros.student_recipe", description=__doc__.splitlines()[0])
     root.add_argument("--out", default="runs/student")
     root.add_argument("--train-scenes", type=int, default=80)
-    root.add_argument("--held-out-scenes", type=int, default=4)
+    root.add_argument("--held-out-scenes", type=int, default=8, help="8: every scenario once (4 had no turn)")
     root.add_argument("--vocab-size", type=int, default=1024)
     root.add_argument("--vision-steps", type=int, default=1500, help="object-map steps per model (4 frames each)")
     root.add_argument("--warmup-steps", type=int, default=800, help="first-stage SFT steps per model (4 QA each)")

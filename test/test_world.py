@@ -15,6 +15,7 @@ import pytest
 from nuscenes.nuscenes import NuScenes
 from nuscenes.utils.geometry_utils import BoxVisibility, view_points
 
+from drive_mllm_ros.answers import parse_behavior
 from drive_mllm_ros.cameras import NUSCENES_CAMERAS
 from drive_mllm_ros.data.drivelm_qa import CAMERA_DIRECTIONS
 from drive_mllm_ros.data.render import ALT_CALIBRATION, nuscenes_cameras, object_box, project_object, transform_points
@@ -22,7 +23,7 @@ from drive_mllm_ros.data.synthetic import WorldOptions, generate, scene_plan
 from drive_mllm_ros.data.synthetic import main as world_main
 from drive_mllm_ros.data.world import SCENARIOS, EgoCommand, build_world
 from drive_mllm_ros.drivelm import Q_MOST_IMPORTANT_DIRECTION, Q_OBJECTS_IN_CAMERA, QA_STAGES, TAG_PATTERN
-from drive_mllm_ros.evaluation.prepare import prepare_file
+from drive_mllm_ros.evaluation.prepare import LISTED_OPTION, prepare_file
 
 WIDTH, HEIGHT = 320, 180
 SMALL = (224, 126)
@@ -237,6 +238,17 @@ def test_answer_classes_are_balanced(dataset):
             conflicts.update(item["A"] for item in frame["QA"]["prediction"] if item["Q"].startswith("Would"))
     assert max(letters.values()) - min(letters.values()) <= 1 and len(letters) == 4
     assert set(conflicts) == {"Yes.", "No."}
+
+
+def test_behaviour_options_differ_only_in_what_the_views_show(dataset):
+    """Every option keeps the ego's steering and no two share a speed: the question alone cannot tell them apart."""
+    for scene in load_drivelm(dataset).values():
+        for frame in scene["key_frames"].values():
+            question = frame["QA"]["behavior"][0]["Q"]
+            options = [parse_behavior(text)[:2] for _, text in LISTED_OPTION.findall(question)]
+            assert len(options) == 4 and all(steering and speed for steering, speed in options)
+            assert len({steering for steering, _ in options}) == 1
+            assert len({speed for _, speed in options}) == 4
 
 
 def test_ego_follows_commands_and_presets_build():
