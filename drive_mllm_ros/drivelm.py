@@ -78,6 +78,11 @@ SPEED_CLASSES: tuple[str, ...] = (
     "driving fast",
     "driving very fast",
 )
+# The official 21 behaviour classes (DriveLM convert_data.py): every steering/speed pair except steering while not moving.
+BEHAVIOR_CLASSES: tuple[tuple[str, str], ...] = tuple(
+    (steering, speed) for steering in STEERING_CLASSES for speed in SPEED_CLASSES
+    if speed != SPEED_CLASSES[0] or steering == STEERING_CLASSES[0]
+)
 
 TRAJECTORY_HORIZON_S = 3.0
 TRAJECTORY_STEP_S = 0.5

@@ -40,8 +40,8 @@ def fresh_scores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     """Scores of the student, the student fed black views and the teacher on scenes of a fresh seed, every scenario
     once: with fewer, the black-view baseline swings with the scenes' speeds (its guess is the commonest class)."""
     world = tmp_path_factory.mktemp("fresh_world")
-    assert drive_mllm(["world", "--out", str(world), "--scenes", str(len(SCENARIOS)), "--seed", str(FRESH_SEED), "--duration", "4",
-                       "--width", str(EMBEDDED_WORLD_SIZE[0]), "--height", str(EMBEDDED_WORLD_SIZE[1]),
+    assert drive_mllm(["world", "--out", str(world), "--scenes", str(len(SCENARIOS)), "--seed", str(FRESH_SEED),
+                       "--duration", "4", "--width", str(EMBEDDED_WORLD_SIZE[0]), "--height", str(EMBEDDED_WORLD_SIZE[1]),
                        "--val-fraction", "0"]) == 0
     test = world / "drivelm" / "test.json"
     assert drive_mllm(["eval", "prepare", "--drivelm", str(world / "drivelm" / "v1_1_train_nus.json"),

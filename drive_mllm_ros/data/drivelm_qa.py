@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..drivelm import (
+    BEHAVIOR_CLASSES,
     MOVING_STATUS_OPTIONS,
     OPTION_LETTERS,
     Q_ACTION_FOR_OBJECT,
@@ -352,11 +353,9 @@ class FrameQA:
     def behavior_item(self, state: WorldState, end: WorldState) -> dict:
         """Distractors keep the ego's steering and change its speed: random ones mostly steer while most frames go
         straight, so the question alone gave the answer (docs/STUDENT.md, run 6); the speed shows only in the views."""
-        steering = steering_class(state, end)
-        correct = behavior_sentence(steering, speed_class(state.ego_speed))
-        speeds = [sp for sp in SPEED_CLASSES if sp != "not moving" or steering == STEERING_CLASSES[0]]
-        distractors = [behavior_sentence(steering, sp) for sp in speeds if behavior_sentence(steering, sp) != correct]
-        options, letter = self._multiple_choice("behavior_letter", correct, distractors)
+        steering, speed = steering_class(state, end), speed_class(state.ego_speed)
+        distractors = [behavior_sentence(*pair) for pair in BEHAVIOR_CLASSES if pair[0] == steering and pair[1] != speed]
+        options, letter = self._multiple_choice("behavior_letter", behavior_sentence(steering, speed), distractors)
         return qa_item(Q_BEHAVIOR.format(options=options), letter)
 
 

@@ -22,12 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..drivelm import (
+    BEHAVIOR_CLASSES,
     MOVING_STATUS_QUESTION,
     OPTION_LETTERS,
     OPTIONS_PROMPT,
     QA_STAGES,
-    SPEED_CLASSES,
-    STEERING_CLASSES,
     behavior_sentence,
     format_options,
 )
@@ -35,9 +34,7 @@ from .testset import TAG_ACCURACY, TAG_JUDGE, TAG_LANGUAGE, TAG_MATCH, frame_met
 
 # Choices of the official convert_data.py (a superset of drivelm.MOVING_STATUS_OPTIONS).
 MOVING_STATUS_CHOICES = ("Going ahead.", "Turn right.", "Turn left.", "Stopped.", "Back up.", "Reverse parking.")
-# The official 21 behaviour sentences: every steering/speed pair except steering while not moving.
-BEHAVIOR_CHOICES = tuple(behavior_sentence(steering, speed) for steering in STEERING_CLASSES for speed in SPEED_CLASSES
-                         if speed != "not moving" or steering == "going straight")
+BEHAVIOR_CHOICES = tuple(behavior_sentence(steering, speed) for steering, speed in BEHAVIOR_CLASSES)
 JUDGED_PLANNING_QUESTIONS = ("what actions could the ego vehicle take", "lead to a collision", "safe actions")
 LISTED_OPTION = re.compile(r"([A-D])\.\s(.+?)(?=\s[A-D]\.\s|$)")
 
