@@ -5,10 +5,12 @@
 2. Field data: night scenes of another seed as bags (`convert-nuscenes`), replayed through the node with hard-case
    recording on; the node keeps the frames it struggles with.
 3. `drive-mllm label --ground-truth`: the kept frames take the night world's true QA.
-4. `drive-mllm train` (config/train/field_adapt.yaml): the student fine-tuned on the labelled night frames, their
-   accuracy questions repeated (--first-weight), mixed with replay of its clear-day training data (--replay-json,
-   else the recipe's training world regenerated).
-5. A second candidate fine-tuned on the night frames only (no replay), to show that the gate catches forgetting.
+4. `drive-mllm train` twice from the student: its vision on object maps of the labelled night frames
+   (config/train/field_vision.yaml), then its answers with that vision frozen (config/train/field_adapt.yaml), the
+   accuracy questions repeated (--first-weight); both mixed with replay of its clear-day training data
+   (--replay-json, else the recipe's training world regenerated).
+5. A second candidate trained the same way on the night frames only (no replay), to show that the gate catches
+   forgetting.
 6. `drive-mllm gate --target night`: each candidate against the student.
 7. DIR/field_loop.md (and field_loop.json): the steps with counts and wall times, both gate decisions, the student
    before and after per condition.
@@ -42,6 +44,7 @@ from .train.trainer import EXPORT_FOLDER
 WHO = "field-loop"
 SUITE_SEED, FIELD_SEED = 9301, 9401  # held out: the recipe trains on seed 1 and evaluates on 9001
 TARGET, DAYTIME = "night", "clear"
+VISION_CONFIG = Path("config") / "train" / "field_vision.yaml"
 ADAPT_CONFIG = Path("config") / "train" / "field_adapt.yaml"
 CANDIDATES = {"replay": "adapted with replay", "night_only": "night frames only"}
 STEPS = 7
@@ -146,16 +149,26 @@ def replay_weight(ratio: float, labelled: int, replay: int) -> float:
 
 
 def adapt(args: argparse.Namespace, labelled: Path, replay: tuple[Path, float] | None, out: Path) -> Path:
-    """`drive-mllm train` with field_adapt.yaml from the student's weights; the servable checkpoint. The labelled
-    frames' accuracy questions are repeated, as in the student's own recipe: ~4 of ~20 QA a frame, they are barely
-    learned otherwise (night accuracy +0.02 without, +0.07 with, on a suite with every scenario in each condition)."""
-    extra = [{"json": str(labelled), "weight": args.first_weight, "question_filter": polish_filter()}]
-    if replay:
-        extra.append({"json": str(replay[0]), "weight": replay[1]})
-    overrides = [f"model.path={args.student}", f"data.drivelm_json={labelled}", f"training.output_dir={out}",
-                 f"training.max_steps={args.steps}", "data.extra_drivelm_json=" + json.dumps(extra)]
-    run_command(["train", "--config", str(share_dir() / ADAPT_CONFIG), *overrides, *args.set], WHO)
+    """Two `drive-mllm train` runs from the student; the servable checkpoint. First the vision on object maps of the
+    labelled frames (field_vision.yaml): what the night hides is the ego's speed, which the answers cannot learn
+    through a vision that does not see it (docs/FIELD_LOOP.md, sections 5-7). Then the answers, the vision frozen
+    (field_adapt.yaml), the accuracy questions repeated as in the student's own recipe: ~4 of ~20 QA a frame, they
+    are barely learned otherwise."""
+    vision = out.with_name(f"{out.name}_vision")
+    replayed = [{"json": str(replay[0]), "weight": replay[1]}] if replay else []
+    train(VISION_CONFIG, [f"model.path={args.student}", f"data.drivelm_json={labelled}",
+                          f"training.output_dir={vision}", f"training.max_steps={args.vision_steps}",
+                          "data.extra_drivelm_json=" + json.dumps(replayed)])
+    repeated = [{"json": source["json"], "weight": args.first_weight * source["weight"],
+                 "question_filter": polish_filter()} for source in [{"json": str(labelled), "weight": 1.0}, *replayed]]
+    train(ADAPT_CONFIG, [f"model.path={vision / EXPORT_FOLDER}", f"data.drivelm_json={labelled}",
+                         f"training.output_dir={out}", f"training.max_steps={args.steps}",
+                         "data.extra_drivelm_json=" + json.dumps(repeated + replayed), *args.set])
     return out / EXPORT_FOLDER
+
+
+def train(config: Path, overrides: list[str]) -> None:
+    run_command(["train", "--config", str(share_dir() / config), *overrides], WHO)
 
 
 def run_gate(args: argparse.Namespace, candidate: Path, suite: Path, out: Path) -> gate.Decision:
@@ -243,17 +256,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out/field_loop"), help="a new or empty folder for everything")
     p.add_argument("--suite-scenes", type=int, default=16,
                    help="gate suite scenes, clear and night in turn (16: ~80 accuracy items per condition)")
-    p.add_argument("--field-scenes", type=int, default=8, help="night scenes replayed through the node")
-    p.add_argument("--replay-scenes", type=int, default=16, help="clear scenes regenerated without --replay-json")
+    p.add_argument("--field-scenes", type=int, default=80,
+                   help="night scenes replayed through the node (80: ~640 key frames; 8 taught the vision nothing)")
+    p.add_argument("--replay-scenes", type=int, default=80, help="clear scenes regenerated without --replay-json")
     p.add_argument("--duration", type=float, default=4.0, help="seconds per generated scene (the recipe's: 4)")
     p.add_argument("--suite-seed", type=int, default=SUITE_SEED)
     p.add_argument("--field-seed", type=int, default=FIELD_SEED)
     p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
-    p.add_argument("--steps", type=int, default=600, help="training steps of each candidate")
-    p.add_argument("--first-weight", type=float, default=8.0,
+    p.add_argument("--vision-steps", type=int, default=3000, help="object-map steps of each candidate's vision")
+    p.add_argument("--steps", type=int, default=1000, help="answer training steps of each candidate")
+    p.add_argument("--first-weight", type=float, default=4.0,
                    help="repeats of the labelled frames' accuracy questions (behaviour, moving status, yes/no)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides (YAML values: 3.0e-4, not 3e-4)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more drive-mllm train overrides of the answer stage (field_adapt.yaml)")
     p.add_argument("--min-confidence", type=float, default=0.9, help="node keeps answers less sure than this (0..1)")
     p.add_argument("--max-per-hour", type=int, default=1000, help="node keeps at most this many frames per hour")
     p.add_argument("--answer-timeout", type=float, default=180.0, help="s to wait for the node's answers per bag")
@@ -270,6 +285,7 @@ def check_args(args: argparse.Namespace) -> None:
     gate.weights_sha256(args.student, "--student")  # a checkpoint folder with weights
     counts = {"--suite-scenes": (args.suite_scenes, 2), "--field-scenes": (args.field_scenes, 1),
               "--replay-scenes": (args.replay_scenes, 1), "--steps": (args.steps, 1),
+              "--vision-steps": (args.vision_steps, 1),
               "--max-per-hour": (args.max_per_hour, 1), "--max-new-tokens": (args.max_new_tokens, 1)}
     for flag, (value, least) in counts.items():
         if value < least:
@@ -305,15 +321,18 @@ def run_loop(args: argparse.Namespace) -> tuple[list[StepRecord], dict[str, dict
         record.made = (f"{len(frames)} of {len(kept)} kept frames labelled, {qa_count(frames)} QA (kept sweeps between "
                        "key frames have no ground truth) -> `field/labeled`")
     candidates = {}
-    with step(steps, "adapt: night frames mixed with replay of the clear-day training data") as record:
+    with step(steps, "adapt (vision, then answers): night frames mixed with replay of the clear-day training data"
+              ) as record:
         replay = replay_data(args, out / "replay")
         weight = replay_weight(args.replay_ratio, len(frames), len(frames_of(replay)))
         candidates["replay"] = adapt(args, labelled, (replay, weight), out / "adapt" / "replay")
         made = training_made(candidates["replay"], args.steps, {"labelled night": labelled, "replay": replay})
-        record.made = f"{made}, replay weight {weight:.3f} -> `adapt/replay/model`"
+        record.made = (f"{args.vision_steps} object-map steps, then {made}, replay weight {weight:.3f} -> "
+                       "`adapt/replay/model`")
     with step(steps, "night-only candidate: the same training without replay") as record:
         candidates["night_only"] = adapt(args, labelled, None, out / "adapt" / "night_only")
-        record.made = f"{training_made(candidates['night_only'], args.steps, {})} -> `adapt/night_only/model`"
+        made = training_made(candidates["night_only"], args.steps, {})
+        record.made = f"{args.vision_steps} object-map steps, then {made} -> `adapt/night_only/model`"
     records = {}
     with step(steps, f"gate each candidate against the student (target {TARGET})") as record:
         for name, candidate in candidates.items():

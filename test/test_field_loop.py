@@ -21,7 +21,7 @@ def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path)
     out = tmp_path / "loop"
     command = [sys.executable, "-m", "drive_mllm_ros.cli", "field-loop", "--student", str(tiny_per_view_checkpoint),
                "--out", str(out), "--suite-scenes", "2", "--field-scenes", "1", "--replay-scenes", "1", "--duration",
-               "1", "--steps", "2", "--max-new-tokens", "4", "--min-confidence", "1.0"]
+               "1", "--steps", "2", "--vision-steps", "2", "--max-new-tokens", "4", "--min-confidence", "1.0"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.strip().endswith(f"report: {out / 'field_loop.md'}")
@@ -30,6 +30,10 @@ def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path)
     assert sum(len(scene["key_frames"]) for scene in labelled.values()) >= 1
     for name in ("replay", "night_only"):
         assert (out / "adapt" / name / "model" / "model.safetensors").is_file()
+        vision_card = (out / "adapt" / f"{name}_vision" / "model" / "README.md").read_text()
+        assert "name: objects" in vision_card and ("replay/drivelm" in vision_card) == (name == "replay")
+        answers_card = (out / "adapt" / name / "model" / "README.md").read_text()
+        assert f"path: {out / 'adapt' / name}_vision/model\n" in answers_card  # the answers start from that vision
         record = json.loads((out / "gate" / name / "gate.json").read_text())
         assert record["decision"] in ("accepted", "rejected") and record["rule"]["target"] == "night"
         assert {"clear", "night"} <= set(record["by_condition"]["candidate"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from drive_mllm_ros.train.object_maps import (
     FrameLabels,
     ObjectMapDataset,
     ObjectMark,
+    build_object_maps,
     frame_labels,
     frame_objects,
     token_of_patch,
@@ -119,6 +121,22 @@ def test_objects_run_trains_the_vision_only_and_exports_without_the_head(world, 
     assert "object marks" in card and "eval_detected" in card and "moving statuses" in card
     assert "eval_speed_right" in card and "eval_status_right" in card
     InternVLForConditionalGeneration.from_pretrained(target)
+
+
+def test_extra_training_files_add_their_frames_repeated(world, tiny_checkpoint, tmp_path):
+    drivelm = world / "drivelm"
+    val = drivelm / "v1_1_val_nus.json"
+    # A question filter selects QA for answer training; object maps read labels from all of a frame's QA.
+    config = objects_config(world, tiny_checkpoint, tmp_path / "run",
+                            f"data.extra_drivelm_json=[{{json: '{val}', weight: 2.0, question_filter: '^Never'}}]")
+    builder = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view")
+    model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
+    spec = TilingSpec(224, crop_to_patches=False, max_tiles=1)
+    alone, _, _ = build_object_maps(objects_config(world, tiny_checkpoint, tmp_path / "run").data, spec, builder, model)
+    mixed, _, summary = build_object_maps(config.data, spec, builder, model)
+    val_frames = sum(len(scene["key_frames"]) for scene in json.loads(val.read_text()).values())
+    assert val_frames and len(mixed) == len(alone) + 2 * val_frames
+    assert mixed.frames[-1][1].marks and f"{len(mixed)} frames" in summary
 
 
 def test_objects_needs_a_trainable_vision_and_one_tile_per_image(world, tiny_checkpoint, tmp_path):

@@ -36,6 +36,7 @@ from ..drivelm import (
 )
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import PromptBuilder
+from .arguments import DriveLMSource, drivelm_sources
 from .data import DataError, DataReport, frame_image_paths, load_json, read_image
 from .distill import unwrap
 
@@ -198,11 +199,20 @@ def read_frames(path: Path, image_root: Path | None, builder: PromptBuilder, rep
     return frames
 
 
+def read_source(source: DriveLMSource, builder: PromptBuilder, report: DataReport
+                ) -> list[tuple[list[Path], FrameLabels]]:
+    """A training file's frames, repeated round(weight) times (at least once); labels come from all its QA, so a
+    question_filter does not apply here."""
+    root = Path(source.image_root) if source.image_root else None
+    return read_frames(Path(source.json), root, builder, report) * max(1, round(source.weight))
+
+
 def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model: nn.Module
                       ) -> tuple[ObjectMapDataset, ObjectMapDataset | None, str]:
-    """Training and held-out object-map datasets from data.drivelm_json / data.eval_json, and a summary line."""
+    """Training and held-out object-map datasets from data.drivelm_json (and data.extra_drivelm_json) /
+    data.eval_json, and a summary line."""
     report = DataReport()
-    train = read_frames(Path(data.drivelm_json), Path(data.image_root) if data.image_root else None, builder, report)
+    train = [frame for source in drivelm_sources(data) for frame in read_source(source, builder, report)]
     classes = [NO_OBJECT, *sorted({mark.description for _, labels in train for mark in labels.marks})]
     marks = sum(len(labels.marks) for _, labels in train)
     statuses = sum(mark.status is not None for _, labels in train for mark in labels.marks)
