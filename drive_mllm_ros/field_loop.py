@@ -155,12 +155,13 @@ def adapt(args: argparse.Namespace, labelled: Path, replay: tuple[Path, float] |
     (field_adapt.yaml), the accuracy questions repeated as in the student's own recipe: ~4 of ~20 QA a frame, they
     are barely learned otherwise."""
     vision = out.with_name(f"{out.name}_vision")
-    replayed = [{"json": str(replay[0]), "weight": replay[1]}] if replay else []
+    sources = [(labelled, 1.0), *([replay] if replay else [])]
+    replayed = [{"json": str(path), "weight": weight} for path, weight in sources[1:]]
     train(VISION_CONFIG, [f"model.path={args.student}", f"data.drivelm_json={labelled}",
                           f"training.output_dir={vision}", f"training.max_steps={args.vision_steps}",
                           "data.extra_drivelm_json=" + json.dumps(replayed)])
-    repeated = [{"json": source["json"], "weight": args.first_weight * source["weight"],
-                 "question_filter": polish_filter()} for source in [{"json": str(labelled), "weight": 1.0}, *replayed]]
+    repeated = [{"json": str(path), "weight": args.first_weight * weight, "question_filter": polish_filter()}
+                for path, weight in sources]
     train(ADAPT_CONFIG, [f"model.path={vision / EXPORT_FOLDER}", f"data.drivelm_json={labelled}",
                          f"training.output_dir={out}", f"training.max_steps={args.steps}",
                          "data.extra_drivelm_json=" + json.dumps(repeated + replayed), *args.set])
