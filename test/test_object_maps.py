@@ -23,6 +23,7 @@ from drive_mllm_ros.train.object_maps import (
     build_object_maps,
     frame_labels,
     frame_objects,
+    frame_right,
     token_of_patch,
 )
 from drive_mllm_ros.train.trainer import run
@@ -101,6 +102,16 @@ def test_a_mark_labels_the_token_over_its_centre_in_its_camera_view(world, tiny_
     assert item["ego_behavior"].tolist() == [[0, 4]] * 6
 
 
+def test_a_frame_is_read_from_its_views_summed_votes():
+    # two frames of three views, labels 1 and 0: frame one's first view is sure of 1, the two others lean to 2
+    logits = torch.tensor([[0.0, 9.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0],
+                           [0.0, 0.0, 3.0], [0.0, 0.0, 3.0], [0.0, 0.0, 3.0]])
+    targets = torch.tensor([1, 1, 1, 0, 0, 0])
+    assert frame_right(logits, targets, views=3) == 0.5  # frame one right, frame two wrong
+    assert (logits.argmax(-1) == targets).float().mean() == 1 / 6  # per view: only frame one's first
+    assert frame_right(logits, torch.full((6,), UNLABELLED), views=3) is None
+
+
 def objects_config(world: Path, checkpoint: Path, out: Path, *extra: str):
     drivelm = world / "drivelm"
     return parse_config("config/train/student_objects.yaml", [
@@ -119,7 +130,7 @@ def test_objects_run_trains_the_vision_only_and_exports_without_the_head(world, 
     assert not any(name.startswith(("language_model.", "lm_head.")) for name in changed)
     card = (target / "README.md").read_text()
     assert "object marks" in card and "eval_detected" in card and "moving statuses" in card
-    assert "eval_speed_right" in card and "eval_status_right" in card
+    assert "eval_speed_right" in card and "eval_status_right" in card and "eval_speed_frame_right" in card
     InternVLForConditionalGeneration.from_pretrained(target)
 
 

@@ -165,7 +165,7 @@ class ObjectMapDataset(Dataset):
                 statuses[image, token] = MOVING_STATUS_OPTIONS.index(mark.status)
         ego = torch.tensor([[labels.steering, labels.speed]]).expand(len(images), 2)
         return {"pixel_values": pixel_values, "object_classes": classes, "object_positions": positions,
-                "object_status": statuses, "ego_behavior": ego}
+                "object_status": statuses, "ego_behavior": ego, "frame_views": torch.tensor([len(images)])}
 
 
 def held_out_scores(model: nn.Module, dataset: ObjectMapDataset, batch_size: int) -> dict[str, float]:
@@ -241,7 +241,8 @@ def attach_head(model: nn.Module, classes: int) -> nn.Linear:
 
 def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Class cross-entropy (none down-weighted) + squared centre error on marked tokens + cross-entropy of the
-    labelled moving statuses and ego steering and speed; and the shares detected / right."""
+    labelled moving statuses and ego steering and speed; and the shares detected / right (ego steering and speed also
+    per frame, its views' votes summed)."""
     base = unwrap(model)
     pixels = inputs["pixel_values"].to(next(base.parameters()).dtype)
     features = base.model.get_image_features(
@@ -267,7 +268,23 @@ def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[
         if known.any():
             loss = loss + F.cross_entropy(part_logits[known], targets[known])
             parts[f"{name}_right"] = (part_logits[known].argmax(-1) == targets[known]).float().mean().item()
+    views = int(inputs["frame_views"][0])
+    for name in ("steering", "speed"):
+        right = frame_right(*labelled[name], views)
+        if right is not None:
+            parts[f"{name}_frame_right"] = right
     return loss, parts
+
+
+def frame_right(logits: torch.Tensor, targets: torch.Tensor, views: int) -> float | None:
+    """Share of frames whose views' summed log-probabilities name the label. At night only the views the headlights
+    light show the speed, so the per-view share hides a frame that its front view reads right."""
+    frame_logits = logits.detach().log_softmax(-1).reshape(-1, views, logits.shape[-1]).sum(1)
+    frame_targets = targets.reshape(-1, views)[:, 0]
+    known = frame_targets != UNLABELLED
+    if not known.any():
+        return None
+    return (frame_logits[known].argmax(-1) == frame_targets[known]).float().mean().item()
 
 
 def check_single_tile(spec: TilingSpec) -> None:
