@@ -20,25 +20,35 @@ from drive_mllm_ros.field_loop import replay_weight, training_made
 def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path):
     out = tmp_path / "loop"
     command = [sys.executable, "-m", "drive_mllm_ros.cli", "field-loop", "--student", str(tiny_per_view_checkpoint),
-               "--out", str(out), "--suite-scenes", "2", "--field-scenes", "1", "--replay-scenes", "1", "--duration",
-               "1", "--steps", "2", "--vision-steps", "2", "--max-new-tokens", "4", "--min-confidence", "1.0"]
+               "--out", str(out), "--suite-scenes", "2", "--field-scenes", "2", "--replay-scenes", "1", "--duration",
+               "1", "--steps", "2", "--vision-steps", "2", "--max-new-tokens", "4", "--min-confidence", "1.0",
+               "--check-scenes", "1", "--vision-tries", "2", "--min-speed-reading", "1.0"]
     run = subprocess.run(command, capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert run.stdout.strip().endswith(f"report: {out / 'field_loop.md'}")
     assert (out / "field" / "hard_cases" / "manifest.jsonl").read_text().strip()  # frames the node kept
     labelled = json.loads((out / "field" / "labeled" / "v1_1_train_nus.json").read_text())
-    assert sum(len(scene["key_frames"]) for scene in labelled.values()) >= 1
+    assert len(labelled) == 2
+    check = json.loads((out / "field" / "labeled" / "vision_check.json").read_text())
+    vision_train = json.loads((out / "field" / "labeled" / "vision_train.json").read_text())
+    assert len(check) == 1 and set(check) | set(vision_train) == set(labelled)  # one scene held out of the vision
+    summary = json.loads((out / "field_loop.json").read_text())
     for name in ("replay", "night_only"):
         assert (out / "adapt" / name / "model" / "model.safetensors").is_file()
-        vision_card = (out / "adapt" / f"{name}_vision" / "model" / "README.md").read_text()
-        assert "name: objects" in vision_card and ("replay/drivelm" in vision_card) == (name == "replay")
+        readings = summary["speed_readings"][name]  # retried while below 1.0, at most twice
+        assert len(readings) == (1 if readings[0] == 1.0 else 2) and all(0 <= r <= 1 for r in readings)
+        visions = [out / "adapt" / f"{name}_vision", out / "adapt" / f"{name}_vision_2"][: len(readings)]
+        for vision in visions:
+            card = (vision / "model" / "README.md").read_text()
+            assert "name: objects" in card and ("replay/drivelm" in card) == (name == "replay")
+            assert "vision_train.json" in card and "vision_check.json" in card
+        best = visions[readings.index(max(readings))]
         answers_card = (out / "adapt" / name / "model" / "README.md").read_text()
-        assert f"path: {out / 'adapt' / name}_vision/model\n" in answers_card  # the answers start from that vision
+        assert f"path: {best}/model\n" in answers_card  # the answers start from the best vision
         record = json.loads((out / "gate" / name / "gate.json").read_text())
         assert record["decision"] in ("accepted", "rejected") and record["rule"]["target"] == "night"
         assert {"clear", "night"} <= set(record["by_condition"]["candidate"])
-    summary = json.loads((out / "field_loop.json").read_text())
-    assert set(summary["decisions"]) == {"replay", "night_only"} and len(summary["steps"]) == 7
+    assert set(summary["decisions"]) == {"replay", "night_only"} and len(summary["steps"]) == 6
     assert "replay)" in summary["steps"][3]["made"]  # the replay candidate trained on both sources
     for name in ("replay", "night_only"):  # the labelled accuracy questions repeated in both
         assert "question_filter: ^(Where is" in (out / "adapt" / name / "model" / "README.md").read_text()
@@ -54,6 +64,8 @@ def test_the_loop_end_to_end_at_minimum_size(tiny_per_view_checkpoint, tmp_path)
         (["--suite-scenes", "1"], "--suite-scenes: expected at least 2, got 1"),
         (["--min-confidence", "2"], "--min-confidence: expected a token probability in 0..1, got 2.0"),
         (["--first-weight", "0"], "--first-weight: expected a number > 0, got 0.0"),
+        (["--min-speed-reading", "50"], "--min-speed-reading: expected a share of frames in 0..1, got 50.0"),
+        (["--vision-tries", "0"], "--vision-tries: expected at least 1, got 0"),
         (["--replay-json", "none.json"], "--replay-json none.json: expected the student's DriveLM v1.1 training JSON"),
         (["--out", "."], "expected a new or empty folder"),
     ],

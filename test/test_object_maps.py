@@ -131,6 +131,8 @@ def test_objects_run_trains_the_vision_only_and_exports_without_the_head(world, 
     card = (target / "README.md").read_text()
     assert "object marks" in card and "eval_detected" in card and "moving statuses" in card
     assert "eval_speed_right" in card and "eval_status_right" in card and "eval_speed_frame_right" in card
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())  # what a pipeline reads back
+    assert 0 <= results["eval_speed_frame_right"] <= 1 and results["train_loss"] > 0
     InternVLForConditionalGeneration.from_pretrained(target)
 
 

@@ -304,6 +304,7 @@ def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, to
     metrics = {"train_loss": result.training_loss}
     if held_out is not None and len(held_out):
         metrics.update(held_out_scores(trainer.model, held_out, args.per_device_eval_batch_size))
+    trainer.save_metrics("all", metrics)  # <output_dir>/all_results.json, for a pipeline that checks the run
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         export_model(trainer.model, tokenizer, spec, target, model_card(config, summary, trainer.state.global_step,
@@ -350,6 +351,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     metrics = {"train_loss": result.training_loss}
     if eval_dataset is not None:
         metrics.update(final_evaluation(trainer))
+    trainer.save_metrics("all", metrics)
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
