@@ -331,10 +331,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--field-seed", type=int, default=FIELD_SEED)
     p.add_argument("--replay-json", type=Path, help="the student's DriveLM training JSON (default: regenerated)")
     p.add_argument("--replay-ratio", type=float, default=1.0, help="replay samples per labelled night sample")
-    p.add_argument("--vision-steps", type=int, default=3000, help="object-map steps of each candidate's vision")
+    p.add_argument("--vision-steps", type=int, default=6000, help="object-map steps of each candidate's vision")
     p.add_argument("--check-scenes", type=int, default=8,
                    help="labelled scenes held out of the vision stage to check its night speed reading (0: none)")
-    p.add_argument("--min-speed-reading", type=float, default=0.5,
+    p.add_argument("--min-speed-reading", type=float, default=0.45,
                    help="share of check frames whose speed class the vision must read, else it is retrained")
     p.add_argument("--vision-tries", type=int, default=3, help="vision runs (seeds 0, 1, ...) until one reads it")
     p.add_argument("--steps", type=int, default=1000, help="answer training steps of each candidate")
