@@ -94,7 +94,6 @@ class MethodArguments:
     kl_weight: float = 0.5
     vision_weight: float = 0.0
     vision_layers: int = 2  # last K vision layers matched by the vision-feature loss
-    ego_weight: float = 1.0  # objects: weight of the ego steering and speed cross-entropies beside the object marks
 
 
 @dataclass(frozen=True)

@@ -239,8 +239,7 @@ def attach_head(model: nn.Module, classes: int) -> nn.Linear:
     return head
 
 
-def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor], ego_weight: float = 1.0
-                    ) -> tuple[torch.Tensor, dict[str, float]]:
+def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
     """Class cross-entropy (none down-weighted) + squared centre error on marked tokens + cross-entropy of the
     labelled moving statuses and ego steering and speed; and the shares detected / right (ego steering and speed also
     per frame, its views' votes summed)."""
@@ -267,8 +266,7 @@ def object_map_loss(model: nn.Module, inputs: dict[str, torch.Tensor], ego_weigh
     for name, (part_logits, targets) in labelled.items():
         known = targets != UNLABELLED
         if known.any():
-            part_weight = 1.0 if name == "status" else ego_weight
-            loss = loss + part_weight * F.cross_entropy(part_logits[known], targets[known])
+            loss = loss + F.cross_entropy(part_logits[known], targets[known])
             parts[f"{name}_right"] = (part_logits[known].argmax(-1) == targets[known]).float().mean().item()
     views = int(inputs["frame_views"][0])
     for name in ("steering", "speed"):

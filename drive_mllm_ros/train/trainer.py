@@ -170,16 +170,15 @@ class DrivingTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # our losses are batch means; the Trainer divides by accumulation steps
 
-    def __init__(self, *args, distiller: Distiller | None = None, object_maps: bool = False, ego_weight: float = 1.0,
-                 **kwargs):
+    def __init__(self, *args, distiller: Distiller | None = None, object_maps: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
-        self.object_maps, self.ego_weight = object_maps, ego_weight
+        self.object_maps = object_maps
         self.loss_parts: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.object_maps:
-            loss, parts = object_map_loss(model, inputs, self.ego_weight)
+            loss, parts = object_map_loss(model, inputs)
             for name, value in parts.items():
                 self.loss_parts.setdefault(f"{name}_loss" if name != "detected" else name, []).append(value)
             return (loss, {}) if return_outputs else loss
@@ -299,7 +298,7 @@ def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, to
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     trainer = DrivingTrainer(model=model, args=args, train_dataset=train_dataset, data_collator=collate_object_maps,
-                             processing_class=tokenizer, object_maps=True, ego_weight=config.method.ego_weight,
+                             processing_class=tokenizer, object_maps=True,
                              callbacks=[*metric_callbacks(output_dir), *callbacks])
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
     metrics = {"train_loss": result.training_loss}
