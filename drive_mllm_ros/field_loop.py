@@ -108,10 +108,14 @@ def training_data_line(checkpoint: Path) -> str:
 
 
 def candidate_made(args: argparse.Namespace, name: str, candidate: Candidate, sources: dict[str, Path]) -> str:
-    readings = ", ".join("n/a" if r is None else f"{r:.2f}" for r in candidate.speed_readings)
+    readings = ", ".join(share(reading) for reading in candidate.speed_readings)
     return (f"{CANDIDATES[name]}: {args.vision_steps} object-map steps x {len(candidate.speed_readings)} (speed read on "
             f"the check frames: {readings}), then {training_made(candidate.model, args.steps, sources)} -> "
             f"`adapt/{name}/model`")
+
+
+def share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def training_made(checkpoint: Path, steps: int, sources: dict[str, Path]) -> str:
@@ -199,10 +203,10 @@ def train_vision(args: argparse.Namespace, sources: list[tuple[Path, float]], ch
         folder = out.with_name(f"{out.name}_vision" + (f"_{attempt + 1}" if attempt else ""))
         train(VISION_CONFIG, [f"model.path={args.student}", f"data.drivelm_json={labelled}",
                               f"training.output_dir={folder}", f"training.max_steps={args.vision_steps}",
-                              f"training.seed={attempt}", f"data.eval_json={check or ''}",
+                              f"training.seed={attempt}", *([f"data.eval_json={check}"] if check else []),
                               "data.extra_drivelm_json=" + json.dumps(extra)], log)
         runs[folder] = speed_reading(folder)
-        print(f"{WHO}: {folder.name} reads the check frames' speed class for {runs[folder]}", flush=True)
+        print(f"{WHO}: {folder.name} reads the speed class of {share(runs[folder])} of the check frames", flush=True)
         if runs[folder] is None or runs[folder] >= args.min_speed_reading:
             break
     best = max(runs, key=lambda folder: runs[folder] or 0.0)
