@@ -65,7 +65,6 @@ class StepRecord:
 @dataclass
 class Candidate:
     model: Path  # the servable checkpoint
-    vision: Path  # the vision stage it was trained from
     speed_readings: list[float | None]  # per vision run, on the check frames (None: not checked)
 
 
@@ -215,11 +214,11 @@ def train_vision(args: argparse.Namespace, sources: list[tuple[Path, float]], ch
 
 def adapt(args: argparse.Namespace, labelled: Path, vision_data: tuple[Path, Path | None],
           replay: tuple[Path, float] | None, out: Path) -> Candidate:
-    """Two `drive-mllm train` stages from the student (log: OUT.log); the servable checkpoint. First the vision on
-    object maps of the labelled frames: what the night hides is the ego's speed, which the answers cannot learn
-    through a vision that does not see it (docs/FIELD_LOOP.md, sections 5-7). Then the answers, the vision frozen
-    (field_adapt.yaml), the accuracy questions repeated as in the student's own recipe: ~4 of ~20 QA a frame, they
-    are barely learned otherwise."""
+    """Two `drive-mllm train` stages from the student (log: OUT.log); the servable checkpoint and the vision's check
+    readings. First the vision on object maps of the labelled frames: what the night hides is the ego's speed, which
+    the answers cannot learn through a vision that does not see it (docs/FIELD_LOOP.md, sections 5-8). Then the
+    answers, the vision frozen (field_adapt.yaml), the accuracy questions repeated as in the student's own recipe:
+    ~4 of ~20 QA a frame, they are barely learned otherwise."""
     log = out.with_name(f"{out.name}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     vision_train, check = vision_data
@@ -231,7 +230,7 @@ def adapt(args: argparse.Namespace, labelled: Path, vision_data: tuple[Path, Pat
     train(ADAPT_CONFIG, [f"model.path={vision}", f"data.drivelm_json={labelled}",
                          f"training.output_dir={out}", f"training.max_steps={args.steps}",
                          "data.extra_drivelm_json=" + json.dumps(repeated + replayed), *args.set], log)
-    return Candidate(out / EXPORT_FOLDER, vision, readings)
+    return Candidate(out / EXPORT_FOLDER, readings)
 
 
 def train(config: Path, overrides: list[str], log: Path) -> None:
