@@ -178,35 +178,33 @@ def split_check_scenes(labelled: Path, scenes: int) -> tuple[Path, Path | None]:
     if scenes < 1 or len(names) <= scenes:
         return labelled, None
     held = set(names[:: len(names) // scenes][:scenes])
-    files = (labelled.with_name(VISION_TRAIN_FILE), labelled.with_name(VISION_CHECK_FILE))
-    for path, keep in zip(files, (lambda name: name not in held, lambda name: name in held), strict=True):
-        path.write_text(json.dumps({name: scene for name, scene in data.items() if keep(name)}))
-    return files
+    train_file, check_file = labelled.with_name(VISION_TRAIN_FILE), labelled.with_name(VISION_CHECK_FILE)
+    train_file.write_text(json.dumps({name: scene for name, scene in data.items() if name not in held}))
+    check_file.write_text(json.dumps({name: scene for name, scene in data.items() if name in held}))
+    return train_file, check_file
 
 
 def speed_reading(vision: Path) -> float | None:
-    """The share of check frames whose ego speed class the vision's views name together (train's all_results.json)."""
-    results = vision / "all_results.json"
-    return json.loads(results.read_text()).get(SPEED_READING) if results.is_file() else None
+    """The share of check frames whose ego speed class the vision's views name together (train's all_results.json;
+    None when the run had no check frames)."""
+    return json.loads((vision / "all_results.json").read_text()).get(SPEED_READING)
 
 
-def train_vision(args: argparse.Namespace, sources: list[tuple[Path, float]], check: Path | None, out: Path,
+def train_vision(args: argparse.Namespace, labelled: Path, replayed: list[dict], check: Path | None, out: Path,
                  log: Path) -> tuple[Path, list[float | None]]:
     """The candidate's vision on object maps (field_vision.yaml), retried with the next seed while it reads the check
     frames' speed below --min-speed-reading: whether a run of this size learns the night cue varies from seed to
     seed (docs/FIELD_LOOP.md, section 8). The best run's checkpoint and every run's reading."""
-    (labelled, _), *replayed = sources
-    extra = [{"json": str(path), "weight": weight} for path, weight in replayed]
     runs: dict[Path, float | None] = {}
-    for attempt in range(args.vision_tries if check else 1):
+    for attempt in range(args.vision_tries):
         folder = out.with_name(f"{out.name}_vision" + (f"_{attempt + 1}" if attempt else ""))
         train(VISION_CONFIG, [f"model.path={args.student}", f"data.drivelm_json={labelled}",
                               f"training.output_dir={folder}", f"training.max_steps={args.vision_steps}",
                               f"training.seed={attempt}", *([f"data.eval_json={check}"] if check else []),
-                              "data.extra_drivelm_json=" + json.dumps(extra)], log)
+                              "data.extra_drivelm_json=" + json.dumps(replayed)], log)
         runs[folder] = speed_reading(folder)
         print(f"{WHO}: {folder.name} reads the speed class of {share(runs[folder])} of the check frames", flush=True)
-        if runs[folder] is None or runs[folder] >= args.min_speed_reading:
+        if runs[folder] is None or runs[folder] >= args.min_speed_reading:  # unchecked, or reads it
             break
     best = max(runs, key=lambda folder: runs[folder] or 0.0)
     return best / EXPORT_FOLDER, list(runs.values())
@@ -221,12 +219,12 @@ def adapt(args: argparse.Namespace, labelled: Path, vision_data: tuple[Path, Pat
     ~4 of ~20 QA a frame, they are barely learned otherwise."""
     log = out.with_name(f"{out.name}.log")
     log.parent.mkdir(parents=True, exist_ok=True)
-    vision_train, check = vision_data
-    vision, readings = train_vision(args, [(vision_train, 1.0), *([replay] if replay else [])], check, out, log)
     sources = [(labelled, 1.0), *([replay] if replay else [])]
+    replayed = [{"json": str(path), "weight": weight} for path, weight in sources[1:]]
+    vision_train, check = vision_data
+    vision, readings = train_vision(args, vision_train, replayed, check, out, log)
     repeated = [{"json": str(path), "weight": args.first_weight * weight, "question_filter": polish_filter()}
                 for path, weight in sources]
-    replayed = [{"json": str(path), "weight": weight} for path, weight in sources[1:]]
     train(ADAPT_CONFIG, [f"model.path={vision}", f"data.drivelm_json={labelled}",
                          f"training.output_dir={out}", f"training.max_steps={args.steps}",
                          "data.extra_drivelm_json=" + json.dumps(repeated + replayed), *args.set], log)
