@@ -361,6 +361,17 @@ class DriveMllmNode(LifecycleNode):
         self._outputs["diagnostics"].publish(outputs.diagnostics(stamp_ns, "drive_mllm: model", level, message, values))
 
 
+SHUTDOWN_GRACE_S = 1.0
+
+
+def shutdown_within(seconds: float) -> bool:
+    """Whether the default context is (or within `seconds` becomes) shut down."""
+    deadline = time.monotonic() + seconds
+    while rclpy.ok() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not rclpy.ok()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv if argv is None else ["drive-mllm node", *argv]
     keep_freed_memory()
@@ -377,8 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RuntimeError:
-        # A message take that SIGINT's context shutdown interrupts raises a bare pybind11 conversion error.
-        if rclpy.ok():
+        # A message take that SIGINT's context shutdown interrupts raises a bare pybind11 conversion error, at times
+        # a moment before the context reports the shutdown: give it that moment before calling the error real.
+        if not shutdown_within(SHUTDOWN_GRACE_S):
             raise
     finally:
         node._stop_worker()
