@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,15 @@ from .fast_decode import (
     encode_prefix,
     image_prefix_length,
 )
+from .locations import location_tokens
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
-from .prompt import IMAGE_PLACEHOLDER, MULTIPLE_CHOICE_MODES, PromptBuilder, checkpoint_multiple_choice
+from .prompt import (
+    IMAGE_PLACEHOLDER,
+    MULTIPLE_CHOICE_MODES,
+    PromptBuilder,
+    checkpoint_location_bins,
+    checkpoint_multiple_choice,
+)
 
 GET_CHECKPOINT_HINT = ("write a test checkpoint with `drive-mllm tiny-model --out DIR`, or download a real one "
                        "as described in the presets under models/ (e.g. models/internvl3-1b-hf.yaml)")
@@ -156,6 +163,19 @@ def check_tokenizer(tokenizer: Any, config: Any, path: Path) -> None:
         raise ModelLoadError(f"'{path}': the tokenizer has no chat template; add chat_template.jinja to the folder")
 
 
+def with_checkpoint_locations(builder: PromptBuilder, tokenizer: Any, path: Path) -> PromptBuilder:
+    """The builder writing positions as the checkpoint learned them (location tokens when its drive_mllm.json says)."""
+    bins = checkpoint_location_bins(path)
+    missing = [token for token in location_tokens(bins) if token not in tokenizer.get_vocab()]
+    if missing:
+        raise ModelLoadError(f"'{path}': drive_mllm.json sets location_bins {bins} but the tokenizer lacks "
+                             f"{missing[0]} (and {len(missing) - 1} more); retrain or remove the setting")
+    try:
+        return replace(builder, location_bins=bins)
+    except ValueError as error:
+        raise ModelLoadError(f"'{path}': {error}") from None
+
+
 def quantize_int8_weights(model: Any) -> None:
     """Weight-only int8 for the LLM's linear layers (torchao): about half the bf16 weight bytes read per token."""
     try:
@@ -226,6 +246,7 @@ class DrivingModel:
         check_image_tokens(config, spec, builder, path)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         check_tokenizer(tokenizer, config, path)
+        builder = with_checkpoint_locations(builder, tokenizer, path)
         device = resolve_device(device)
         model = AutoModelForImageTextToText.from_pretrained(
             path, config=config, dtype=resolve_dtype(dtype, device), use_safetensors=True,

@@ -15,6 +15,7 @@ from typing import Any
 
 from .cameras import CameraRig
 from .drivelm import TAG_PATTERN, format_tag
+from .locations import LocationGrid
 
 LAYOUTS: tuple[str, ...] = ("stitched", "per_view")
 IMAGE_PLACEHOLDER = "<image>"
@@ -25,22 +26,38 @@ LAYOUT_FILE = "drive_mllm.json"  # written into checkpoints we make: the layout 
 MULTIPLE_CHOICE_MODES: tuple[str, ...] = ("generate", "rank")
 
 
+def checkpoint_settings(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint's drive_mllm.json ({} when absent)."""
+    path = Path(checkpoint) / LAYOUT_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_checkpoint_settings(checkpoint: str | Path, **values: Any) -> None:
+    """Set settings in the checkpoint's drive_mllm.json, keeping the others."""
+    path = Path(checkpoint) / LAYOUT_FILE
+    path.write_text(json.dumps({**checkpoint_settings(checkpoint), **values}) + "\n")
+
+
 def checkpoint_setting(checkpoint: str | Path, key: str, allowed: tuple[str, ...], default: str | None) -> str | None:
     """A setting from the checkpoint's drive_mllm.json (`default` when the file or key is absent)."""
-    path = Path(checkpoint) / LAYOUT_FILE
-    value = json.loads(path.read_text()).get(key, default) if path.is_file() else default
+    value = checkpoint_settings(checkpoint).get(key, default)
     if value != default and value not in allowed:
-        raise ValueError(f"{path}: '{key}' must be one of {allowed}, got {value!r}")
+        raise ValueError(f"{Path(checkpoint) / LAYOUT_FILE}: '{key}' must be one of {allowed}, got {value!r}")
     return value
 
 
 def write_checkpoint_setting(checkpoint: str | Path, key: str, value: str, allowed: tuple[str, ...]) -> None:
-    """Set one setting in the checkpoint's drive_mllm.json, keeping the others."""
     if value not in allowed:
         raise ValueError(f"{key}: expected one of {allowed}, got '{value}'")
-    path = Path(checkpoint) / LAYOUT_FILE
-    settings = json.loads(path.read_text()) if path.is_file() else {}
-    path.write_text(json.dumps({**settings, key: value}) + "\n")
+    update_checkpoint_settings(checkpoint, **{key: value})
+
+
+def checkpoint_location_bins(checkpoint: str | Path) -> int:
+    """Location-token bins per axis the checkpoint writes positions with (0: decimals; locations.py)."""
+    bins = checkpoint_settings(checkpoint).get("location_bins", 0)
+    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 0:
+        raise ValueError(f"{Path(checkpoint) / LAYOUT_FILE}: 'location_bins' must be a whole number >= 0, got {bins!r}")
+    return bins
 
 
 def checkpoint_layout(checkpoint: str | Path) -> str | None:
@@ -66,23 +83,34 @@ class PromptBuilder:
     rig: CameraRig = CameraRig()
     layout: str = "stitched"
     system_prompt: str = ""
+    location_bins: int = 0  # > 0: positions as location tokens (locations.py), per_view only
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout: expected one of {LAYOUTS}, got '{self.layout}'")
+        if self.location_bins and self.layout != "per_view":
+            raise ValueError(f"location_bins: location tokens need the per_view layout, got '{self.layout}'")
+
+    @property
+    def locations(self) -> LocationGrid | None:
+        return LocationGrid(self.location_bins, *self.rig.image_size) if self.location_bins else None
 
     @property
     def image_count(self) -> int:
         return 1 if self.layout == "stitched" else len(self.rig.names)
 
     def to_model_text(self, text: str) -> str:
-        """Camera-pixel tags -> the layout's coordinates (mosaic 0..1000 when stitched)."""
+        """Camera-pixel tags -> the layout's coordinates (mosaic 0..1000 when stitched, location tokens when set)."""
+        if self.locations:
+            return self.locations.to_tokens(text)
         if self.layout != "stitched":
             return text
         return TAG_PATTERN.sub(lambda m: self._convert_tag(m, to_mosaic=True), text)
 
     def from_model_text(self, text: str) -> str:
         """The layout's coordinates -> camera-pixel tags (inverse of ``to_model_text``)."""
+        if self.locations:
+            return self.locations.from_tokens(text)
         if self.layout != "stitched":
             return text
         return TAG_PATTERN.sub(lambda m: self._convert_tag(m, to_mosaic=False), text)

@@ -127,6 +127,25 @@ def test_sft_lowers_held_out_loss_and_the_export_answers_in_the_node_backend(wor
     assert len(answers) == 1 and answers[0].strip()
 
 
+def test_location_tokens_and_pointer_loss_train_and_the_export_answers_in_pixels(world, tiny_checkpoint, tmp_path):
+    out = tmp_path / "run"
+    config = config_for(world, tiny_checkpoint, out, held_out=False, max_steps=6)
+    config.data.location_bins, config.data.pack_frame_qa, config.method.pointer_weight = 32, True, 1.0
+    config.data.question_filter = "^(What are the important objects|What object should the ego vehicle notice first)"
+    target = run(config)
+    pointer = [value for _, value in logged(out, "pointer_loss")]
+    assert len(pointer) == 6 and pointer[-1] < pointer[0] - 1.0, pointer  # attention moves onto the objects
+    assert json.loads((target / "drive_mllm.json").read_text())["location_bins"] == 32
+    model = DrivingModel.load(target, BUILDER)
+    assert model.builder.location_bins == 32 and "<x0>" in model.tokenizer.get_vocab()
+    written = model.tokenizer.encode("Firstly notice that <c1,CAM_FRONT,<x16>,<y18>>.", add_special_tokens=False)
+    assert model.answer_texts([written]) == [f"Firstly notice that <c1,CAM_FRONT,{16.5 * WIDTH / 32:.1f},"
+                                             f"{18.5 * HEIGHT / 32:.1f}>."]  # served in camera pixels
+    views = [synthetic_camera_image(seed, (WIDTH, HEIGHT)) for seed in range(6)]
+    answer = model.answer(model.prepare(views), ["What are the important objects in the current scene?"], 40)[0]
+    assert not re.search(r"<[xy]\d+>", answer), answer
+
+
 def disk_full(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 

@@ -73,6 +73,9 @@ class DataArguments:
     # Train a frame's QA in one sequence (up to max_length tokens): the images once, each QA attending to them and to
     # itself only, as if alone (what the node's fast path serves); the held-out loss stays per QA.
     pack_frame_qa: bool = False
+    # > 0: positions in tags and listings are written as location tokens, this many bins per axis (locations.py;
+    # per_view only); added to a checkpoint's tokenizer that lacks them. 0: as the checkpoint writes them.
+    location_bins: int = 0
     seed: int = 0
 
 
@@ -94,6 +97,9 @@ class MethodArguments:
     kl_weight: float = 0.5
     vision_weight: float = 0.0
     vision_layers: int = 2  # last K vision layers matched by the vision-feature loss
+    # > 0 (sft): weight of the pointer loss, which teaches the attention writing a tag's location tokens to land on
+    # the object's image token (train/pointers.py); runs the language model with eager attention.
+    pointer_weight: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -249,6 +255,14 @@ def check_config(config: TrainConfig) -> None:
         problems.append("method: distill needs 'teacher_path' (a native checkpoint) or a filled 'teacher_cache'")
     if method.name == DISTILL and method.vision_weight > 0 and not method.teacher_path:
         problems.append("method.vision_weight: vision-feature distillation needs the teacher model (teacher_path)")
+    if data.location_bins < 0 or data.location_bins == 1:
+        problems.append(f"data.location_bins: expected 0 (decimals) or at least 2 bins per axis, got {data.location_bins}")
+    if data.location_bins and data.layout != "per_view":
+        problems.append(f"data.location_bins: location tokens need data.layout 'per_view', got '{data.layout}'")
+    if method.pointer_weight < 0:
+        problems.append(f"method.pointer_weight: expected a weight >= 0, got {method.pointer_weight}")
+    if method.pointer_weight > 0 and method.name != SFT:
+        problems.append(f"method.pointer_weight: pointer supervision runs with method.name '{SFT}', got '{method.name}'")
     if "output_dir" not in config.training:
         problems.append("training.output_dir: required (checkpoints, metrics and the exported model go there)")
     if problems:

@@ -85,9 +85,17 @@ def pack_encoded(encoded: list[tuple[list[int], list[int]]]) -> dict[str, list[i
     return row
 
 
+def packed_starts(encoded: list[tuple[list[int], list[int]]]) -> list[int]:
+    """Where each sample's tokens after the shared prefix begin in its pack row (`pack_encoded`'s order)."""
+    prefix = shared_prefix_length(encoded)
+    lengths = [len(ids) - prefix for ids, _ in encoded]
+    return [prefix + sum(lengths[:index]) for index in range(len(encoded))]
+
+
 class AnswerOnlyCollator:
     """Right-pads a list of encoded samples (or frame packs); pixel values of all samples are concatenated, as
-    InternVL expects. Packs also give segment ids (-1 on padding) and position ids."""
+    InternVL expects. Packs also give segment ids (-1 on padding) and position ids; pointer supervision gives
+    (K, 3) pointer targets (row, query, key)."""
 
     def __init__(self, pad_token_id: int):
         self.pad_token_id = pad_token_id
@@ -104,6 +112,9 @@ class AnswerOnlyCollator:
             for name in columns:
                 batch[name][row, :size] = torch.as_tensor(feature[name])
             attention_mask[row, :size] = 1
+        if "pointers" in features[0]:
+            rows = [(row, query, key) for row, feature in enumerate(features) for query, key in feature["pointers"]]
+            batch["pointer_targets"] = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
         return {
             **batch,
             "attention_mask": attention_mask,
@@ -141,16 +152,24 @@ def answer_mask(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def answer_logits(model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, V) logits at the N answer-predicting positions, their (N,) targets and the (B, L) position mask.
+def answer_forward(model: Any, inputs: dict[str, Any], output_attentions: bool = False
+                   ) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The model's output with logits at the N answer-predicting positions only, their (N,) targets and the (B, L)
+    position mask.
 
     Only those positions go through the output head: with a 150k vocabulary the full logits of a 3k-token
     prompt would dominate memory and time.
     """
     labels = inputs["labels"]
     mask = answer_mask(labels)
-    output = model(**model_inputs(inputs, next(model.parameters()).dtype), logits_to_keep=mask)  # DDP has no .dtype
-    targets = labels[:, 1:][labels[:, 1:] != IGNORE_INDEX]
+    output = model(**model_inputs(inputs, next(model.parameters()).dtype), logits_to_keep=mask,  # DDP has no .dtype
+                   output_attentions=output_attentions)
+    return output, labels[:, 1:][labels[:, 1:] != IGNORE_INDEX], mask
+
+
+def answer_logits(model: Any, inputs: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, V) logits at the N answer-predicting positions, their (N,) targets and the (B, L) position mask."""
+    output, targets, mask = answer_forward(model, inputs)
     return output.logits.reshape(-1, output.logits.shape[-1]), targets, mask
 
 

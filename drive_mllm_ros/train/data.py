@@ -29,7 +29,8 @@ from ..answers import resolve_choice, split_choices
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import IMAGE_PLACEHOLDER, PromptBuilder
 from .arguments import DataArguments, drivelm_sources
-from .collate import IGNORE_INDEX, encode_conversation, pack_encoded
+from .collate import IGNORE_INDEX, encode_conversation, pack_encoded, packed_starts, shared_prefix_length
+from .pointers import Pointer, PointerTargets, shift_pointers
 
 FRAME, IMAGE = "frame", "image"  # sample images: the rig's camera views, or plain images (general data)
 GENERAL_STAGE = "general"
@@ -264,6 +265,7 @@ class ConversationDataset(Dataset):
         self.image_seq_length = image_seq_length
         self.template_lengths: dict[tuple[str, ...], int] = {}
         self.packs: list[list[int]] | None = None  # sample indices per item, once packed
+        self.pointers: PointerTargets | None = None  # set for pointer supervision: items get "pointers"
 
     def __len__(self) -> int:
         return len(self.packs) if self.packs is not None else len(self.samples)
@@ -292,15 +294,27 @@ class ConversationDataset(Dataset):
             return self.single(index)
         members = [self.samples[i] for i in self.packs[index]]
         pixel_values, tiles = self.pixel_values(members[0])  # one frame: the same images for all
-        packed = pack_encoded([self.encode(sample, tiles) for sample in members])
-        return {**packed, "pixel_values": pixel_values, "sample_ids": [sample.sample_id for sample in members]}
+        encoded = [self.encode(sample, tiles) for sample in members]
+        packed = pack_encoded(encoded)
+        item = {**packed, "pixel_values": pixel_values, "sample_ids": [sample.sample_id for sample in members]}
+        if self.pointers is not None:
+            prefix, starts = shared_prefix_length(encoded), packed_starts(encoded)
+            item["pointers"] = [pointer for sample, (ids, labels), start in zip(members, encoded, starts, strict=True)
+                                for pointer in shift_pointers(self.sample_pointers(sample, ids, labels), prefix, start)]
+        return item
+
+    def sample_pointers(self, sample: Sample, ids: list[int], labels: list[int]) -> list[Pointer]:
+        return self.pointers(ids, labels, sample.messages[-1]["content"]) if self.pointers else []
 
     def single(self, index: int) -> dict[str, Any]:
         """Sample `index` on its own, packed or not."""
         sample = self.samples[index]
         pixel_values, tiles = self.pixel_values(sample)
         input_ids, labels = self.encode(sample, tiles)
-        return {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_ids": [sample.sample_id]}
+        item = {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_ids": [sample.sample_id]}
+        if self.pointers is not None:
+            item["pointers"] = self.sample_pointers(sample, input_ids, labels)
+        return item
 
     def pack_frames(self, max_length: int, seed: int) -> None:
         """Group the samples of each frame (shuffled, seeded) into packs of at most `max_length` tokens (by the

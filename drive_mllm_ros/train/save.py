@@ -17,7 +17,7 @@ import yaml
 from torch import nn
 
 from ..preprocess import TilingSpec
-from ..prompt import write_checkpoint_layout, write_checkpoint_multiple_choice
+from ..prompt import update_checkpoint_settings, write_checkpoint_layout, write_checkpoint_multiple_choice
 from ..tiny_model import preprocessor_config
 from .arguments import TrainConfig
 from .distill import PROJECTION_ATTRIBUTE, unwrap
@@ -71,10 +71,12 @@ InternVL-family checkpoint in the native transformers layout (no remote code), t
 
 
 def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpec, card: str, layout: str,
-                 multiple_choice: str) -> None:
+                 multiple_choice: str, location_bins: int) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     write_checkpoint_layout(folder, layout)  # the node serves it with the layout it was trained for
     write_checkpoint_multiple_choice(folder, multiple_choice)  # and answers multiple choice as its source did
+    if location_bins:
+        update_checkpoint_settings(folder, location_bins=location_bins)  # and writes positions as it learned to
     tokenizer.save_pretrained(folder)
     for name, content in processor_files(spec, model.config.image_seq_length).items():
         (folder / name).write_text(json.dumps(content, indent=2))
@@ -82,12 +84,12 @@ def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpe
 
 
 def export_model(model: nn.Module, tokenizer: Any, spec: TilingSpec, target: Path, card: str, layout: str,
-                 multiple_choice: str = "generate") -> Path:
+                 multiple_choice: str = "generate", location_bins: int = 0) -> Path:
     """Write the servable checkpoint to `target` atomically (temp folder, then rename over the old one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        write_export(staging, servable_model(model), tokenizer, spec, card, layout, multiple_choice)
+        write_export(staging, servable_model(model), tokenizer, spec, card, layout, multiple_choice, location_bins)
         previous = target.with_name(f".{target.name}.old")
         if target.exists():
             target.rename(previous)

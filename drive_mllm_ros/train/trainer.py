@@ -17,13 +17,14 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..cameras import CameraRig
+from ..locations import location_tokens
 from ..model import check_folder, check_tokenizer, load_internvl_config, resolve_dtype
 from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
-from ..prompt import PromptBuilder, checkpoint_multiple_choice
+from ..prompt import PromptBuilder, checkpoint_location_bins, checkpoint_multiple_choice
 from ..tiny_model import build_tokenizer
 from .arguments import DISTILL, OBJECTS, ConfigError, TrainConfig
-from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_logits
+from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_forward, answer_logits
 from .data import build_datasets
 from .distill import Distiller, common_vocab_size, precompute_teacher_topk
 from .object_maps import (
@@ -33,7 +34,9 @@ from .object_maps import (
     collate_object_maps,
     held_out_scores,
     object_map_loss,
+    token_of_patch,
 )
+from .pointers import PointerTargets, pointer_loss
 from .save import export_model, model_card
 
 EXPORT_FOLDER = "model"  # <output_dir>/model: the servable checkpoint
@@ -64,15 +67,39 @@ def load_checkpoint(
 def load_student(config: TrainConfig) -> tuple[Any, Any, TilingSpec]:
     """The student and its tokenizer and tiling: a checkpoint folder, or random init of a preset's sizes."""
     data = config.data
+    attention = "eager" if config.method.pointer_weight else config.model.attn_implementation  # sdpa returns no weights
     if config.model.path:
         model, tokenizer, image_processor = load_checkpoint(
-            config.model.path, config.model.dtype, config.model.attn_implementation, config.model.trust_remote_code
+            config.model.path, config.model.dtype, attention, config.model.trust_remote_code
         )
         return model, tokenizer, TilingSpec.from_image_processor(image_processor, data.layout, data.max_tiles)
     sizes = load_preset(config.model.random_init).sizes
     model = InternVLForConditionalGeneration(build_config(sizes)).to(resolve_dtype(config.model.dtype, "cpu"))
     spec = TilingSpec(tile_size=sizes.tile_size, crop_to_patches=data.layout == "stitched", max_tiles=data.max_tiles)
     return model, build_tokenizer(), spec
+
+
+def location_bins(config: TrainConfig, model: Any, tokenizer: Any) -> int:
+    """The run's location-token bins (the config's, else the checkpoint's), their tokens added where missing."""
+    saved = checkpoint_location_bins(config.model.path) if config.model.path else 0
+    bins = config.data.location_bins or saved
+    if saved and bins != saved:
+        raise ConfigError(f"data.location_bins: {config.model.path} writes positions with {saved} bins per axis, "
+                          f"got {bins}; leave it 0 to keep the checkpoint's")
+    missing = [token for token in location_tokens(bins) if token not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing)
+        model.resize_token_embeddings(len(tokenizer))
+    if bins and config.method.pointer_weight and config.data.max_tiles != 1:
+        raise ConfigError(f"method.pointer_weight: needs one tile per view (data.max_tiles 1), got {config.data.max_tiles}")
+    return bins
+
+
+def pointer_targets(model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder) -> PointerTargets:
+    vision = model.config.vision_config
+    patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
+    grid = spec.tile_size // patch
+    return PointerTargets(builder, tokenizer, token_of_patch(model, grid), model.config.image_seq_length, grid)
 
 
 def apply_tuning(model: Any, config: TrainConfig) -> Any:
@@ -170,10 +197,12 @@ class DrivingTrainer(Trainer):
 
     loss_is_scaled_for_ga = False  # our losses are batch means; the Trainer divides by accumulation steps
 
-    def __init__(self, *args, distiller: Distiller | None = None, object_maps: bool = False, **kwargs):
+    def __init__(self, *args, distiller: Distiller | None = None, object_maps: bool = False,
+                 pointer_weight: float = 0.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.distiller = distiller
         self.object_maps = object_maps
+        self.pointer_weight = pointer_weight
         self.loss_parts: dict[str, list[float]] = {}
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -183,6 +212,15 @@ class DrivingTrainer(Trainer):
                 self.loss_parts.setdefault(f"{name}_loss" if name != "detected" else name, []).append(value)
             return (loss, {}) if return_outputs else loss
         sample_ids = inputs.pop("sample_ids", None)
+        pointers = inputs.pop("pointer_targets", None)
+        if self.pointer_weight and model.training and pointers is not None and len(pointers):
+            output, targets, _ = answer_forward(model, inputs, output_attentions=True)
+            answer = answer_cross_entropy(output.logits.reshape(-1, output.logits.shape[-1]), targets)
+            pointer = pointer_loss(output.attentions[-1], pointers.to(answer.device))
+            self.loss_parts.setdefault("answer_loss", []).append(answer.item())
+            self.loss_parts.setdefault("pointer_loss", []).append(pointer.item())
+            loss = answer + self.pointer_weight * pointer
+            return (loss, {}) if return_outputs else loss
         if self.distiller is None or not model.training:  # held-out loss is the plain answer cross-entropy
             logits, targets, _ = answer_logits(model, inputs)
             loss = answer_cross_entropy(logits, targets)
@@ -309,7 +347,7 @@ def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, to
     if trainer.is_world_process_zero():
         export_model(trainer.model, tokenizer, spec, target, model_card(config, summary, trainer.state.global_step,
                                                                         metrics), config.data.layout,
-                     checkpoint_multiple_choice(config.model.path))
+                     checkpoint_multiple_choice(config.model.path), builder.location_bins)
     trainer.accelerator.wait_for_everyone()
     return target
 
@@ -320,7 +358,8 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     output_dir = Path(args.output_dir)
     model, tokenizer, spec = load_student(config)
     rig = CameraRig(image_size=tuple(config.data.camera_image_size))
-    builder = PromptBuilder(rig=rig, layout=config.data.layout)
+    bins = location_bins(config, model, tokenizer)
+    builder = PromptBuilder(rig=rig, layout=config.data.layout, location_bins=bins)
     if config.method.name == OBJECTS:
         return run_object_maps(config, args, model, tokenizer, spec, builder, callbacks)
     with args.main_process_first(desc="dataset"):
@@ -329,6 +368,8 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
         )
     if args.process_index == 0:
         print(f"data: {report.summary()}", flush=True)
+    if config.method.pointer_weight:
+        train_dataset.pointers = pointer_targets(model, tokenizer, spec, builder)
     collator = AnswerOnlyCollator(tokenizer.pad_token_id)
     distiller = None
     if config.method.name == DISTILL:
@@ -345,6 +386,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
         data_collator=collator,
         processing_class=tokenizer,
         distiller=distiller,
+        pointer_weight=config.method.pointer_weight,
         callbacks=[*metric_callbacks(output_dir), *callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_checkpoint(args))
@@ -356,6 +398,6 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
         export_model(trainer.model, tokenizer, spec, target, card, config.data.layout,
-                     checkpoint_multiple_choice(config.model.path))  # a fine-tuned student answers as it did
+                     checkpoint_multiple_choice(config.model.path), bins)  # a fine-tuned student answers as it did
     trainer.accelerator.wait_for_everyone()
     return target
