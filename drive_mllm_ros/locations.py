@@ -34,6 +34,10 @@ class LocationGrid:
         if self.bins < 2:
             raise ValueError(f"location_bins: expected at least 2 bins per axis, got {self.bins}")
 
+    def settings(self) -> dict[str, object]:
+        """As a checkpoint's drive_mllm.json keeps it (prompt.checkpoint_locations reads it back)."""
+        return {"location_bins": self.bins, "location_extent": [self.width, self.height]}
+
     def bin(self, value: float, extent: float) -> int:
         return min(max(int(value / extent * self.bins), 0), self.bins - 1)
 

@@ -33,7 +33,7 @@ from .prompt import (
     IMAGE_PLACEHOLDER,
     MULTIPLE_CHOICE_MODES,
     PromptBuilder,
-    checkpoint_location_bins,
+    checkpoint_locations,
     checkpoint_multiple_choice,
 )
 
@@ -165,13 +165,13 @@ def check_tokenizer(tokenizer: Any, config: Any, path: Path) -> None:
 
 def with_checkpoint_locations(builder: PromptBuilder, tokenizer: Any, path: Path) -> PromptBuilder:
     """The builder writing positions as the checkpoint learned them (location tokens when its drive_mllm.json says)."""
-    bins = checkpoint_location_bins(path)
-    missing = [token for token in location_tokens(bins) if token not in tokenizer.get_vocab()]
-    if missing:
-        raise ModelLoadError(f"'{path}': drive_mllm.json sets location_bins {bins} but the tokenizer lacks "
-                             f"{missing[0]} (and {len(missing) - 1} more); retrain or remove the setting")
     try:
-        return replace(builder, location_bins=bins)
+        grid = checkpoint_locations(path)
+        missing = [token for token in location_tokens(grid.bins) if token not in tokenizer.get_vocab()] if grid else []
+        if missing:
+            raise ValueError(f"drive_mllm.json sets location_bins {grid.bins} but the tokenizer lacks {missing[0]} "
+                             f"(and {len(missing) - 1} more); retrain or remove the setting")
+        return replace(builder, locations=grid)
     except ValueError as error:
         raise ModelLoadError(f"'{path}': {error}") from None
 

@@ -52,12 +52,19 @@ def write_checkpoint_setting(checkpoint: str | Path, key: str, value: str, allow
     update_checkpoint_settings(checkpoint, **{key: value})
 
 
-def checkpoint_location_bins(checkpoint: str | Path) -> int:
-    """Location-token bins per axis the checkpoint writes positions with (0: decimals; locations.py)."""
-    bins = checkpoint_settings(checkpoint).get("location_bins", 0)
-    if isinstance(bins, bool) or not isinstance(bins, int) or bins < 0:
-        raise ValueError(f"{Path(checkpoint) / LAYOUT_FILE}: 'location_bins' must be a whole number >= 0, got {bins!r}")
-    return bins
+def checkpoint_locations(checkpoint: str | Path) -> LocationGrid | None:
+    """The location-token grid the checkpoint writes positions with (None: decimals; locations.py): its bins per
+    axis and the camera-pixel extent they span, that of its training data."""
+    settings = checkpoint_settings(checkpoint)
+    bins, extent = settings.get("location_bins", 0), settings.get("location_extent")
+    if not bins:
+        return None
+    valid_extent = isinstance(extent, list) and len(extent) == 2 and all(
+        isinstance(v, int | float) and v > 0 for v in extent)
+    if isinstance(bins, bool) or not isinstance(bins, int) or not valid_extent:
+        raise ValueError(f"{Path(checkpoint) / LAYOUT_FILE}: expected 'location_bins' (a whole number >= 2) and "
+                         f"'location_extent' ([width, height] in pixels), got {bins!r} and {extent!r}")
+    return LocationGrid(bins, float(extent[0]), float(extent[1]))
 
 
 def checkpoint_layout(checkpoint: str | Path) -> str | None:
@@ -83,17 +90,13 @@ class PromptBuilder:
     rig: CameraRig = CameraRig()
     layout: str = "stitched"
     system_prompt: str = ""
-    location_bins: int = 0  # > 0: positions as location tokens (locations.py), per_view only
+    locations: LocationGrid | None = None  # positions as location tokens (locations.py), per_view only
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
             raise ValueError(f"layout: expected one of {LAYOUTS}, got '{self.layout}'")
-        if self.location_bins and self.layout != "per_view":
-            raise ValueError(f"location_bins: location tokens need the per_view layout, got '{self.layout}'")
-
-    @property
-    def locations(self) -> LocationGrid | None:
-        return LocationGrid(self.location_bins, *self.rig.image_size) if self.location_bins else None
+        if self.locations and self.layout != "per_view":
+            raise ValueError(f"location tokens need the per_view layout, got '{self.layout}'")
 
     @property
     def image_count(self) -> int:

@@ -118,6 +118,12 @@ def keep_answers(train_json: Path, weight: float, question_filter: str) -> str:
     return f"data.extra_drivelm_json=[{{json: '{train_json}', weight: {weight}, question_filter: '{question_filter}'}}]"
 
 
+def listing_data(train_json: Path) -> list[str]:
+    """The listing stage's data: the object-listing questions, and all QA at a quarter weight so the others stay."""
+    return [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}",
+            f"data.extra_drivelm_json=[{{json: '{train_json}', weight: 0.25}}]"]
+
+
 def polish_filter() -> str:
     """The first questions and the yes/no conflict question: after 3,000 distillation packs the student still
     answered "No." to every conflict question, which the teacher gets right (docs/STUDENT.md, run 6)."""
@@ -193,6 +199,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--polish-steps", type=int, default=1500,
                       help="distillation steps after them with the yes/no conflict question repeated too")
+    root.add_argument("--listing-steps", type=int, default=4000,
+                      help="last SFT steps with location tokens and the pointer loss (0: none)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.1,
                       help="accuracy the student must gain over blank images to be installed")
@@ -223,9 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     train("config/train/student_distill.yaml", [f"model.path={out}/student_mix/model", *polish,
           f"method.teacher_path={teacher}", f"training.output_dir={out}/student",
           f"training.max_steps={args.polish_steps}"], log)
-    student = out / "student/model"
-    for checkpoint in (teacher, student):
+    for checkpoint in (teacher, out / "student/model"):
         write_checkpoint_multiple_choice(checkpoint, "rank")  # the letter is not learned at this size (run 6)
+    student = out / "student/model"
+    if args.listing_steps:
+        train("config/train/student_listing.yaml", [f"model.path={student}", *listing_data(train_json),
+              f"training.output_dir={out}/student_listing", f"training.max_steps={args.listing_steps}"], log)
+        student = out / "student_listing/model"
     test = held_out / "test.json"
     run_command(drive_mllm("eval", "prepare", "--drivelm", str(held_out / "v1_1_train_nus.json"), "--out", str(test)),
                 log)
@@ -268,7 +280,7 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict
             f"| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.1%}) |\n"
             f"| training | {args.vision_steps} object-map steps, {args.warmup_steps} + {args.teacher_steps} SFT steps (vision "
             f"frozen) | {args.vision_steps} object-map steps, {args.warmup_steps} SFT + {args.student_steps} + {args.polish_steps} distillation "
-            f"steps (vision frozen) |\n\n"
+            f"steps + {args.listing_steps} listing steps (location tokens, pointer loss; ViT frozen) |\n\n"
             f"Multiple-choice questions are answered by ranking their options (`multiple_choice: rank` in "
             f"drive_mllm.json); the mix repeats the first stage's questions {args.first_weight:g}x.\n\n"
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "

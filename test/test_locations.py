@@ -7,7 +7,7 @@ import pytest
 from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.evaluation.match import MATCH_DISTANCE, decimal_points
 from drive_mllm_ros.locations import LocationGrid, location_tokens
-from drive_mllm_ros.prompt import PromptBuilder, checkpoint_location_bins, update_checkpoint_settings
+from drive_mllm_ros.prompt import PromptBuilder, checkpoint_locations, update_checkpoint_settings
 
 GRID = LocationGrid(32, 224, 126)
 ANSWER = ("Firstly notice that <c1,CAM_FRONT_LEFT,204.3,89.6>. There is a grey car at (115.5, 78.1). "
@@ -36,17 +36,20 @@ def test_bins_clamp_to_the_view_and_the_vocabulary_has_one_token_per_bin_and_axi
 
 
 def test_the_builder_writes_tokens_for_training_and_serving_and_reads_them_back(tmp_path):
-    builder = PromptBuilder(rig=CameraRig(image_size=(224, 126)), layout="per_view", location_bins=32)
+    builder = PromptBuilder(rig=CameraRig(), layout="per_view", locations=GRID)  # the grid, not the rig, sizes
     question = "Would <c1,CAM_FRONT,100.0,60.0> be in the moving direction of the ego vehicle?"
     user, assistant = builder.messages(question, ANSWER)
     assert "<c1,CAM_FRONT,<x14>,<y15>>" in user["content"]
     assert assistant["content"] == GRID.to_tokens(ANSWER)
     assert builder.from_model_text(assistant["content"]) == GRID.from_tokens(assistant["content"])
     with pytest.raises(ValueError, match="per_view layout"):
-        PromptBuilder(layout="stitched", location_bins=32)
-    assert checkpoint_location_bins(tmp_path) == 0
-    update_checkpoint_settings(tmp_path, location_bins=32)
-    assert checkpoint_location_bins(tmp_path) == 32
-    update_checkpoint_settings(tmp_path, location_bins="32")
-    with pytest.raises(ValueError, match="whole number"):
-        checkpoint_location_bins(tmp_path)
+        PromptBuilder(layout="stitched", locations=GRID)
+
+
+def test_a_checkpoint_keeps_its_grid_with_the_pixels_it_spans(tmp_path):
+    assert checkpoint_locations(tmp_path) is None
+    update_checkpoint_settings(tmp_path, **GRID.settings())
+    assert checkpoint_locations(tmp_path) == GRID
+    update_checkpoint_settings(tmp_path, location_extent=None)
+    with pytest.raises(ValueError, match="location_extent"):
+        checkpoint_locations(tmp_path)

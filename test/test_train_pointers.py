@@ -10,7 +10,7 @@ from transformers import AutoTokenizer, InternVLForConditionalGeneration
 
 from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.drivelm import Q_OBJECTS_IN_PATH
-from drive_mllm_ros.locations import location_tokens
+from drive_mllm_ros.locations import LocationGrid, location_tokens
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.train.arguments import ConfigError, parse_config
 from drive_mllm_ros.train.collate import (
@@ -24,7 +24,8 @@ from drive_mllm_ros.train.object_maps import token_of_patch
 from drive_mllm_ros.train.pointers import PointerTargets, pointer_loss, shift_pointers
 
 WIDTH, HEIGHT, TOKENS, PATCHES = 320, 180, 64, 16
-BUILDER = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view", location_bins=32)
+BUILDER = PromptBuilder(rig=CameraRig(image_size=(WIDTH, HEIGHT)), layout="per_view",
+                        locations=LocationGrid(32, WIDTH, HEIGHT))
 TAGS = [("CAM_BACK", 40.2, 120.7), ("CAM_FRONT_RIGHT", 300.0, 20.5)]
 ANSWER = (f"Firstly notice that <c1,{TAGS[0][0]},{TAGS[0][1]},{TAGS[0][2]}>. There is a car at (100.0, 90.0). "
           f"Secondly notice that <c2,{TAGS[1][0]},{TAGS[1][1]},{TAGS[1][2]}>.")

@@ -135,9 +135,10 @@ def test_location_tokens_and_pointer_loss_train_and_the_export_answers_in_pixels
     target = run(config)
     pointer = [value for _, value in logged(out, "pointer_loss")]
     assert len(pointer) == 6 and pointer[-1] < pointer[0] - 1.0, pointer  # attention moves onto the objects
-    assert json.loads((target / "drive_mllm.json").read_text())["location_bins"] == 32
-    model = DrivingModel.load(target, BUILDER)
-    assert model.builder.location_bins == 32 and "<x0>" in model.tokenizer.get_vocab()
+    settings = json.loads((target / "drive_mllm.json").read_text())
+    assert settings["location_bins"] == 32 and settings["location_extent"] == [WIDTH, HEIGHT]
+    model = DrivingModel.load(target, PromptBuilder(layout="per_view"))  # nuScenes-size rig: the grid decides
+    assert model.builder.locations.bins == 32 and "<x0>" in model.tokenizer.get_vocab()
     written = model.tokenizer.encode("Firstly notice that <c1,CAM_FRONT,<x16>,<y18>>.", add_special_tokens=False)
     assert model.answer_texts([written]) == [f"Firstly notice that <c1,CAM_FRONT,{16.5 * WIDTH / 32:.1f},"
                                              f"{18.5 * HEIGHT / 32:.1f}>."]  # served in camera pixels

@@ -17,11 +17,11 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..cameras import CameraRig
-from ..locations import location_tokens
+from ..locations import LocationGrid, location_tokens
 from ..model import check_folder, check_tokenizer, load_internvl_config, resolve_dtype
 from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
-from ..prompt import PromptBuilder, checkpoint_location_bins, checkpoint_multiple_choice
+from ..prompt import PromptBuilder, checkpoint_locations, checkpoint_multiple_choice
 from ..tiny_model import build_tokenizer
 from .arguments import DISTILL, OBJECTS, ConfigError, TrainConfig
 from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_forward, answer_logits
@@ -79,9 +79,11 @@ def load_student(config: TrainConfig) -> tuple[Any, Any, TilingSpec]:
     return model, build_tokenizer(), spec
 
 
-def location_bins(config: TrainConfig, model: Any, tokenizer: Any) -> int:
-    """The run's location-token bins (the config's, else the checkpoint's), their tokens added where missing."""
-    saved = checkpoint_location_bins(config.model.path) if config.model.path else 0
+def location_grid(config: TrainConfig, model: Any, tokenizer: Any) -> LocationGrid | None:
+    """The run's location tokens (bins: the config's, else the checkpoint's; over the data's camera pixels), their
+    tokens added where missing."""
+    saved_grid = checkpoint_locations(config.model.path) if config.model.path else None
+    saved = saved_grid.bins if saved_grid else 0
     bins = config.data.location_bins or saved
     if saved and bins != saved:
         raise ConfigError(f"data.location_bins: {config.model.path} writes positions with {saved} bins per axis, "
@@ -92,7 +94,7 @@ def location_bins(config: TrainConfig, model: Any, tokenizer: Any) -> int:
         model.resize_token_embeddings(len(tokenizer))
     if bins and config.method.pointer_weight and config.data.max_tiles != 1:
         raise ConfigError(f"method.pointer_weight: needs one tile per view (data.max_tiles 1), got {config.data.max_tiles}")
-    return bins
+    return LocationGrid(bins, *map(float, config.data.camera_image_size)) if bins else None
 
 
 def pointer_targets(model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder) -> PointerTargets:
@@ -347,7 +349,7 @@ def run_object_maps(config: TrainConfig, args: TrainingArguments, model: Any, to
     if trainer.is_world_process_zero():
         export_model(trainer.model, tokenizer, spec, target, model_card(config, summary, trainer.state.global_step,
                                                                         metrics), config.data.layout,
-                     checkpoint_multiple_choice(config.model.path), builder.location_bins)
+                     checkpoint_multiple_choice(config.model.path), builder.locations)
     trainer.accelerator.wait_for_everyone()
     return target
 
@@ -358,8 +360,7 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     output_dir = Path(args.output_dir)
     model, tokenizer, spec = load_student(config)
     rig = CameraRig(image_size=tuple(config.data.camera_image_size))
-    bins = location_bins(config, model, tokenizer)
-    builder = PromptBuilder(rig=rig, layout=config.data.layout, location_bins=bins)
+    builder = PromptBuilder(rig=rig, layout=config.data.layout, locations=location_grid(config, model, tokenizer))
     if config.method.name == OBJECTS:
         return run_object_maps(config, args, model, tokenizer, spec, builder, callbacks)
     with args.main_process_first(desc="dataset"):
@@ -398,6 +399,6 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
         export_model(trainer.model, tokenizer, spec, target, card, config.data.layout,
-                     checkpoint_multiple_choice(config.model.path), bins)  # a fine-tuned student answers as it did
+                     checkpoint_multiple_choice(config.model.path), builder.locations)  # a fine-tuned student answers as it did
     trainer.accelerator.wait_for_everyone()
     return target
