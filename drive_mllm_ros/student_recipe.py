@@ -37,6 +37,7 @@ from .drivelm import (
     Q_IMPORTANT_OBJECTS,
     Q_MOST_IMPORTANT_DIRECTION,
     Q_MOVING_STATUS,
+    Q_OBJECTS_IN_PATH,
 )
 from .evaluation.grounding import question_kind
 from .model import parameter_count
@@ -50,6 +51,7 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 9001
 # One OpenMP thread: on a shared 2-core machine torch's spin-waiting threads made tiny training steps 10x slower.
 COMMAND_THREADS = "1"
 TILE_SIZE = 224
+LISTING_WEIGHT = 4.0  # repeats of the listing questions in the listing stage's mix of all QA
 WARMUP_LEARNING_RATE = 2.0e-3  # the mix stage after it runs at the configs' 5e-4, which keeps what it learned
 TRAINING_INIT_RANGE = 0.02
 TEACHER_SIZES = ArchitectureSizes(
@@ -118,10 +120,10 @@ def keep_answers(train_json: Path, weight: float, question_filter: str) -> str:
     return f"data.extra_drivelm_json=[{{json: '{train_json}', weight: {weight}, question_filter: '{question_filter}'}}]"
 
 
-def listing_data(train_json: Path) -> list[str]:
-    """The listing stage's data: the object-listing questions, and all QA at a quarter weight so the others stay."""
-    return [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}",
-            f"data.extra_drivelm_json=[{{json: '{train_json}', weight: 0.25}}]"]
+def listing_filter() -> str:
+    """The questions whose answers list objects by tag: the important objects and the "notice first" listing."""
+    prefixes = (Q_IMPORTANT_OBJECTS.split("?")[0], Q_OBJECTS_IN_PATH.split("?")[0])
+    return "^(" + "|".join(re.escape(prefix).replace("\\ ", " ") for prefix in prefixes) + ")"
 
 
 def polish_filter() -> str:
@@ -235,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         write_checkpoint_multiple_choice(checkpoint, "rank")  # the letter is not learned at this size (run 6)
     student = out / "student/model"
     if args.listing_steps:
-        train("config/train/student_listing.yaml", [f"model.path={student}", *listing_data(train_json),
+        listing = [*data, keep_answers(train_json, LISTING_WEIGHT, listing_filter())]
+        train("config/train/student_listing.yaml", [f"model.path={student}", *listing,
               f"training.output_dir={out}/student_listing", f"training.max_steps={args.listing_steps}"], log)
         student = out / "student_listing/model"
     test = held_out / "test.json"

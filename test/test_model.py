@@ -244,6 +244,18 @@ def test_unknown_multiple_choice_mode_is_refused(tmp_path, tiny_per_view_checkpo
         DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
 
 
+def test_location_tokens_the_tokenizer_lacks_or_a_stitched_layout_are_refused(tmp_path, tiny_per_view_checkpoint):
+    checkpoint = tmp_path / "located"
+    shutil.copytree(tiny_per_view_checkpoint, checkpoint)
+    (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "location_bins": 32,
+                                                            "location_extent": [224, 126]}))
+    with pytest.raises(ModelLoadError, match="tokenizer lacks <x0>"):
+        DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+    (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "location_bins": 32}))
+    with pytest.raises(ModelLoadError, match="location_extent"):
+        DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+
+
 def test_parameter_count_reads_every_shard_without_loading(tiny_per_view_checkpoint, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import InternVLForConditionalGeneration
