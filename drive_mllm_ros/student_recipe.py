@@ -201,8 +201,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--polish-steps", type=int, default=1500,
                       help="distillation steps after them with the yes/no conflict question repeated too")
-    root.add_argument("--listing-steps", type=int, default=4000,
-                      help="last SFT steps with location tokens and the pointer loss (0: none)")
+    root.add_argument("--listing-steps", type=int, default=0,
+                      help="last SFT steps with location tokens and the pointer loss (0: none; run 10)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.1,
                       help="accuracy the student must gain over blank images to be installed")
@@ -274,6 +274,7 @@ def data_counts(drivelm_json: Path) -> str:
 def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict, teacher: Path, student: Path,
                    seconds: float) -> str:
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
+    listing = f" + {args.listing_steps} listing steps (location tokens, pointer loss)" if args.listing_steps else ""
     world = out / "world"
     return (f"## Recipe\n`python -m drive_mllm_ros.student_recipe --out {out}` (`make student`), "
             f"{seconds / 60:.1f} min on this machine (CPU).\n\n"
@@ -283,7 +284,7 @@ def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict
             f"| parameters | {teacher_params:,} | {student_params:,} ({student_params / teacher_params:.1%}) |\n"
             f"| training | {args.vision_steps} object-map steps, {args.warmup_steps} + {args.teacher_steps} SFT steps (vision "
             f"frozen) | {args.vision_steps} object-map steps, {args.warmup_steps} SFT + {args.student_steps} + {args.polish_steps} distillation "
-            f"steps + {args.listing_steps} listing steps (location tokens, pointer loss; ViT frozen) |\n\n"
+            f"steps (vision frozen){listing} |\n\n"
             f"Multiple-choice questions are answered by ranking their options (`multiple_choice: rank` in "
             f"drive_mllm.json); the mix repeats the first stage's questions {args.first_weight:g}x.\n\n"
             f"Data: world seed {TRAIN_SEED}, training {data_counts(world / 'train/drivelm/v1_1_train_nus.json')}; "
