@@ -51,7 +51,7 @@ TRAIN_SEED, HELD_OUT_SEED = 1, 9001
 # One OpenMP thread: on a shared 2-core machine torch's spin-waiting threads made tiny training steps 10x slower.
 COMMAND_THREADS = "1"
 TILE_SIZE = 224
-LISTING_WEIGHT = 4.0  # repeats of the listing questions in the listing stage's mix of all QA
+LISTING_WEIGHT = 12.0  # repeats of the listing questions in the listing stage's mix (the polish questions 8x)
 WARMUP_LEARNING_RATE = 2.0e-3  # the mix stage after it runs at the configs' 5e-4, which keeps what it learned
 TRAINING_INIT_RANGE = 0.02
 TEACHER_SIZES = ArchitectureSizes(
@@ -114,10 +114,12 @@ def first_questions_filter() -> str:
     return "^(" + "|".join(re.escape(prefix).replace("\\ ", " ") for prefix in prefixes) + ")"
 
 
-def keep_answers(train_json: Path, weight: float, question_filter: str) -> str:
-    """Chosen questions repeated in the mix: ~3 of ~20 QA per frame, they are unlearned otherwise (docs/STUDENT.md,
-    run 5)."""
-    return f"data.extra_drivelm_json=[{{json: '{train_json}', weight: {weight}, question_filter: '{question_filter}'}}]"
+def keep_answers(train_json: Path, *repeats: tuple[float, str]) -> str:
+    """Chosen questions repeated in the mix, (weight, question filter) each: ~3 of ~20 QA per frame, they are
+    unlearned otherwise (docs/STUDENT.md, run 5)."""
+    entries = ", ".join(f"{{json: '{train_json}', weight: {weight}, question_filter: '{question_filter}'}}"
+                        for weight, question_filter in repeats)
+    return f"data.extra_drivelm_json=[{entries}]"
 
 
 def listing_filter() -> str:
@@ -202,7 +204,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--polish-steps", type=int, default=1500,
                       help="distillation steps after them with the yes/no conflict question repeated too")
     root.add_argument("--listing-steps", type=int, default=0,
-                      help="last SFT steps with location tokens and the pointer loss (0: none; run 10)")
+                      help="last SFT steps with location tokens and the pointer loss (0: none; docs/STUDENT.md run 10)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.1,
                       help="accuracy the student must gain over blank images to be installed")
@@ -218,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     held_out = make_world(out / "world/held_out", HELD_OUT_SEED, args.held_out_scenes, 0.0, log)
     teacher_init, student_init = write_initial_checkpoints(train_json, out / "init", args.vocab_size)
     data = [f"data.drivelm_json={train_json}", f"data.eval_json={train_json.with_name('v1_1_val_nus.json')}"]
-    mix = [*data, keep_answers(train_json, args.first_weight, first_questions_filter())]
+    mix = [*data, keep_answers(train_json, (args.first_weight, first_questions_filter()))]
     # The student's first stages need no teacher: they run beside the teacher's (one thread each, 2 cores here).
     with ThreadPoolExecutor(max_workers=1) as beside:
         student_first = beside.submit(first_stages, student_init, out / "student", data, args, out / "student.log")
@@ -229,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = out / "teacher/model"
     train("config/train/student_distill.yaml", [f"model.path={student_start}", *mix, f"method.teacher_path={teacher}",
           f"training.output_dir={out}/student_mix", f"training.max_steps={args.student_steps}"], log)
-    polish = [*data, keep_answers(train_json, args.first_weight, polish_filter())]
+    polish = [*data, keep_answers(train_json, (args.first_weight, polish_filter()))]
     train("config/train/student_distill.yaml", [f"model.path={out}/student_mix/model", *polish,
           f"method.teacher_path={teacher}", f"training.output_dir={out}/student",
           f"training.max_steps={args.polish_steps}"], log)
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         write_checkpoint_multiple_choice(checkpoint, "rank")  # the letter is not learned at this size (run 6)
     student = out / "student/model"
     if args.listing_steps:
-        listing = [*data, keep_answers(train_json, LISTING_WEIGHT, listing_filter())]
+        listing = [*data, keep_answers(train_json, (LISTING_WEIGHT, listing_filter()), (args.first_weight, polish_filter()))]
         train("config/train/student_listing.yaml", [f"model.path={student}", *listing,
               f"training.output_dir={out}/student_listing", f"training.max_steps={args.listing_steps}"], log)
         student = out / "student_listing/model"
