@@ -112,6 +112,12 @@ def frame_labels(frame: dict) -> FrameLabels:
     return FrameLabels(frame_objects(frame))
 
 
+def patch_size(model: nn.Module) -> int:
+    """The vision tower's patch side in pixels."""
+    size = unwrap(model).config.vision_config.patch_size
+    return size[0] if isinstance(size, list | tuple) else size
+
+
 def token_of_patch(model: nn.Module, grid: int) -> torch.Tensor:
     """(grid * grid,) image-token index of each ViT patch (row-major), through the model's own pixel shuffle."""
     internvl = unwrap(model).model
@@ -220,8 +226,7 @@ def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model
     if not marks:
         raise DataError(f"{data.drivelm_json}: no object with a camera position (key object tags or per-camera "
                         "listings with pixel centres) to pretrain the vision tower on")
-    vision = unwrap(model).config.vision_config
-    patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
+    patch = patch_size(model)
     lookup = token_of_patch(model, spec.tile_size // patch)
     make = lambda frames: ObjectMapDataset(frames, classes, spec, builder, patch, lookup)  # noqa: E731
     held_out = None

@@ -34,6 +34,7 @@ from .object_maps import (
     collate_object_maps,
     held_out_scores,
     object_map_loss,
+    patch_size,
     token_of_patch,
 )
 from .pointers import PointerTargets, pointer_loss
@@ -98,9 +99,7 @@ def location_grid(config: TrainConfig, model: Any, tokenizer: Any) -> LocationGr
 
 
 def pointer_targets(model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder) -> PointerTargets:
-    vision = model.config.vision_config
-    patch = vision.patch_size[0] if isinstance(vision.patch_size, list | tuple) else vision.patch_size
-    grid = spec.tile_size // patch
+    grid = spec.tile_size // patch_size(model)
     return PointerTargets(builder, tokenizer, token_of_patch(model, grid), model.config.image_seq_length, grid)
 
 
