@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from .fast_decode import (
     image_prefix_length,
 )
 from .locations import location_tokens
+from .pointing import ImageTokenGrid, location_steps, point, repoint_tags
 from .preprocess import TilingSpec, layout_images, to_pixel_values, view_target_size
 from .prompt import (
     IMAGE_PLACEHOLDER,
@@ -35,6 +38,7 @@ from .prompt import (
     PromptBuilder,
     checkpoint_locations,
     checkpoint_multiple_choice,
+    checkpoint_pointer_decoding,
 )
 
 GET_CHECKPOINT_HINT = ("write a test checkpoint with `drive-mllm tiny-model --out DIR`, or download a real one "
@@ -202,13 +206,34 @@ def encode_with_images(tokenizer: Any, text: str, tiles_per_image: list[int], im
     return ids
 
 
+@contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Eager attention for a forward pass that returns its attention weights (sdpa returns none)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def pointer_grid(model: Any, spec: TilingSpec, builder: PromptBuilder) -> ImageTokenGrid:
+    """The image-token geometry pointer decoding reads positions with; needs location tokens, per_view, one tile."""
+    if builder.locations is None or builder.layout != "per_view" or spec.max_tiles != 1:
+        raise ValueError("pointer_decoding: needs location tokens (location_bins), the per_view layout and one tile "
+                         f"per view; got location_bins {builder.locations and builder.locations.bins}, layout "
+                         f"{builder.layout}, max tiles {spec.max_tiles}")
+    return ImageTokenGrid.of_model(model, spec.tile_size, builder.locations, builder.rig.names)
+
+
 class DrivingModel:
     """A loaded checkpoint plus its tokenizer, tiling settings and the layout's prompt builder."""
 
     def __init__(self, model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder, model_id: str,
-                 static_cache: bool | None = None, multiple_choice: str = "generate"):
+                 static_cache: bool | None = None, multiple_choice: str = "generate", pointer_decoding: bool = False):
         """static_cache (default: on CUDA) decodes into reusable StaticCaches, which makes generate compile;
-        multiple_choice "rank" answers multiple-choice questions by ranking their options (prompt.py)."""
+        multiple_choice "rank" answers multiple-choice questions by ranking their options (prompt.py);
+        pointer_decoding re-reads each written position from the attention (pointing.py)."""
         if multiple_choice not in MULTIPLE_CHOICE_MODES:
             raise ValueError(f"multiple_choice: expected one of {MULTIPLE_CHOICE_MODES}, got '{multiple_choice}'")
         self.multiple_choice = multiple_choice
@@ -225,6 +250,7 @@ class DrivingModel:
         static_cache = self.device.startswith("cuda") if static_cache is None else static_cache
         self.static_caches = StaticCachePool(model.config) if static_cache else None
         self.last_timings: dict[str, float] = {}  # ms per stage of the last answer call (vision, prefill, decode)
+        self.pointer = pointer_grid(model, spec, builder) if pointer_decoding else None
 
     @classmethod
     def load(cls, path: str | Path, builder: PromptBuilder, device: str = "auto", dtype: str = "auto",
@@ -255,8 +281,12 @@ class DrivingModel:
         model = model.to(device).eval()
         if int8:
             quantize_int8_weights(model)
-        return cls(model, tokenizer, spec, builder, model_id=path.name,
-                   multiple_choice=checkpoint_multiple_choice(path))
+        multiple_choice, pointer_decoding = checkpoint_multiple_choice(path), checkpoint_pointer_decoding(path)
+        try:
+            return cls(model, tokenizer, spec, builder, model_id=path.name, multiple_choice=multiple_choice,
+                       pointer_decoding=pointer_decoding)
+        except ValueError as error:
+            raise ModelLoadError(f"'{path}': {error}") from None
 
     @property
     def view_size(self) -> tuple[int, int] | None:
@@ -330,6 +360,30 @@ class DrivingModel:
                 self.generate_ids(frame, [prompt] * batch, [max_new_tokens] * batch, min_new_tokens=max_new_tokens)
         return time.perf_counter() - started
 
+    def pointed(self, frame: PreparedFrame, prompts: list[list[int]], rows: list[list[int]]) -> list[list[int]]:
+        """With pointer decoding, each answer's tags re-placed where its attention points; otherwise as they are."""
+        if self.pointer is None:
+            return rows
+        return [self.point_answer(frame, prompt, row) for prompt, row in zip(prompts, rows, strict=True)]
+
+    def point_answer(self, frame: PreparedFrame, prompt: list[int], answer: list[int]) -> list[int]:
+        """One answer with its tags' cameras and bins read off the attention (one eager forward pass)."""
+        columns = [[self.tokenizer.convert_tokens_to_ids(f"<{axis}{i}>") for i in range(self.pointer.grid.bins)]
+                   for axis in "xy"]
+        steps = location_steps(answer, self.tokenizer, *(set(ids) for ids in columns), self.pointer.cameras)
+        if not steps:
+            return answer
+        ids = prompt + answer
+        with eager_attention(self.model), torch.no_grad():
+            output = self.model(input_ids=torch.tensor([ids], device=self.device), pixel_values=frame.pixel_values,
+                                output_attentions=True)
+        logits = output.logits[0].float()
+        images = [index for index, token in enumerate(ids) if token == self.tokenizer.context_image_token_id]
+        placed = point(output.attentions[-1][0], logits[:, columns[0]], logits[:, columns[1]], images, len(prompt),
+                       steps, self.pointer)
+        text = repoint_tags(self.tokenizer.decode(answer, skip_special_tokens=True), placed, self.pointer.cameras)
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     def stop_length(self, ids: list[int]) -> int:
         """How many tokens up to and including the first stop token."""
         return next((index + 1 for index, token in enumerate(ids) if token in self.stop_token_ids), len(ids))
@@ -388,7 +442,8 @@ class DrivingModel:
         ranked = self.ranked_choices(frame, questions)
         asked = [index for index in range(len(questions)) if index not in ranked]
         prompts, budgets = self.question_prompts(frame, questions, max_new_tokens, asked)
-        texts = iter(self.answer_texts(self.generate_ids(frame, prompts, budgets)) if asked else [])
+        texts = iter(self.answer_texts(self.pointed(frame, prompts, self.generate_ids(frame, prompts, budgets)))
+                     if asked else [])
         return [ranked[index].text if index in ranked else next(texts) for index in range(len(questions))]
 
     def answer_scored(self, frame: PreparedFrame, questions: list[str],
@@ -398,7 +453,7 @@ class DrivingModel:
         asked = [index for index in range(len(questions)) if index not in ranked]
         prompts, budgets = self.question_prompts(frame, questions, max_new_tokens, asked)
         rows = self.generate_scored(frame, prompts, budgets) if asked else []
-        texts = self.answer_texts([ids for ids, _ in rows])
+        texts = self.answer_texts(self.pointed(frame, prompts, [ids for ids, _ in rows]))  # confidence: as written
         generated = iter(ScoredAnswer.from_logprobs(text, logprobs) for text, (_, logprobs) in zip(texts, rows,
                                                                                                    strict=True))
         return [ranked[index] if index in ranked else next(generated) for index in range(len(questions))]

@@ -76,6 +76,14 @@ def write_checkpoint_layout(checkpoint: str | Path, layout: str) -> None:
     write_checkpoint_setting(checkpoint, "layout", layout, LAYOUTS)
 
 
+def checkpoint_pointer_decoding(checkpoint: str | Path) -> bool:
+    """Whether the checkpoint's tags are placed by its attention (pointing.py): a pointer-trained checkpoint."""
+    value = checkpoint_settings(checkpoint).get("pointer_decoding", False)
+    if not isinstance(value, bool):
+        raise ValueError(f"{Path(checkpoint) / LAYOUT_FILE}: 'pointer_decoding' must be true or false, got {value!r}")
+    return value
+
+
 def checkpoint_multiple_choice(checkpoint: str | Path) -> str:
     """How a checkpoint answers multiple-choice questions: "generate" the letter (default) or "rank" the options."""
     return checkpoint_setting(checkpoint, "multiple_choice", MULTIPLE_CHOICE_MODES, "generate") or "generate"

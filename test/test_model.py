@@ -256,6 +256,17 @@ def test_location_tokens_the_tokenizer_lacks_or_a_stitched_layout_are_refused(tm
         DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
 
 
+def test_pointer_decoding_without_location_tokens_or_not_a_boolean_is_refused(tmp_path, tiny_per_view_checkpoint):
+    checkpoint = tmp_path / "pointed"
+    shutil.copytree(tiny_per_view_checkpoint, checkpoint)
+    (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "pointer_decoding": True}))
+    with pytest.raises(ModelLoadError, match="pointer_decoding: needs location tokens"):
+        DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+    (checkpoint / "drive_mllm.json").write_text(json.dumps({"layout": "per_view", "pointer_decoding": "yes"}))
+    with pytest.raises(ValueError, match="'pointer_decoding' must be true or false"):
+        DrivingModel.load(checkpoint, PromptBuilder(layout="per_view"))
+
+
 def test_parameter_count_reads_every_shard_without_loading(tiny_per_view_checkpoint, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import InternVLForConditionalGeneration

@@ -12,6 +12,7 @@ from transformers import InternVLForConditionalGeneration
 
 from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.data.synthetic import WorldOptions, generate
+from drive_mllm_ros.pointing import token_of_patch
 from drive_mllm_ros.preprocess import TilingSpec
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.train.arguments import ConfigError, parse_config
@@ -24,7 +25,6 @@ from drive_mllm_ros.train.object_maps import (
     frame_labels,
     frame_objects,
     frame_right,
-    token_of_patch,
 )
 from drive_mllm_ros.train.trainer import run
 

@@ -11,16 +11,17 @@ from transformers import AutoTokenizer, InternVLForConditionalGeneration
 from drive_mllm_ros.cameras import CameraRig
 from drive_mllm_ros.drivelm import Q_OBJECTS_IN_PATH
 from drive_mllm_ros.locations import LocationGrid, location_tokens
+from drive_mllm_ros.pointing import ImageTokenGrid, token_of_patch
 from drive_mllm_ros.prompt import PromptBuilder
 from drive_mllm_ros.train.arguments import ConfigError, parse_config
 from drive_mllm_ros.train.collate import (
+    IGNORE_INDEX,
     AnswerOnlyCollator,
     encode_conversation,
     pack_encoded,
     packed_starts,
     shared_prefix_length,
 )
-from drive_mllm_ros.train.object_maps import token_of_patch
 from drive_mllm_ros.train.pointers import PointerTargets, pointer_loss, shift_pointers
 
 WIDTH, HEIGHT, TOKENS, PATCHES = 320, 180, 64, 16
@@ -37,19 +38,18 @@ def parts(tiny_checkpoint):
     tokenizer.add_tokens(location_tokens(32))
     model = InternVLForConditionalGeneration.from_pretrained(tiny_checkpoint)
     lookup = token_of_patch(model, PATCHES)
-    return tokenizer, lookup, PointerTargets(BUILDER, tokenizer, lookup, TOKENS, PATCHES)
+    grid = ImageTokenGrid(BUILDER.locations, BUILDER.rig.names, TOKENS, lookup, PATCHES)
+    return tokenizer, grid, PointerTargets(BUILDER, tokenizer, grid)
 
 
-def encoded(tokenizer, question: str, answer: str) -> tuple[list[int], list[int], str]:
-    messages = BUILDER.messages(question, answer)
-    ids, labels = encode_conversation(tokenizer, messages, [1] * 6, TOKENS)
-    return ids, labels, messages[-1]["content"]
+def encoded(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]]:
+    return encode_conversation(tokenizer, BUILDER.messages(question, answer), [1] * 6, TOKENS)
 
 
 def test_each_tag_points_both_its_tokens_at_the_image_token_of_its_centre(parts):
-    tokenizer, lookup, targets = parts
-    ids, labels, answer = encoded(tokenizer, Q_OBJECTS_IN_PATH, ANSWER)
-    pointers = targets(ids, labels, answer)
+    tokenizer, tokens, targets = parts
+    ids, labels = encoded(tokenizer, Q_OBJECTS_IN_PATH, ANSWER)
+    pointers = targets(ids, labels)
     assert len(pointers) == 2 * len(TAGS)  # the listed "at (x, y)" point names no camera: no pointer
     images = [j for j, token in enumerate(ids) if token == tokenizer.context_image_token_id]
     x_tokens, y_tokens = set(location_tokens(32)[:32]), set(location_tokens(32)[32:])
@@ -60,17 +60,28 @@ def test_each_tag_points_both_its_tokens_at_the_image_token_of_its_centre(parts)
         view, token = divmod(images.index(x_pointer[1]), TOKENS)
         assert BUILDER.rig.names[view] == camera
         patch = int(y / HEIGHT * PATCHES) * PATCHES + int(x / WIDTH * PATCHES)
-        assert int(lookup[patch]) == token  # the token that holds the tag's centre
+        assert int(tokens.token_of_patch[patch]) == token  # the token that holds the tag's centre
+
+
+def test_a_tag_read_in_the_question_points_its_y_token_at_the_object(parts):
+    tokenizer, tokens, targets = parts
+    camera, x, y = TAGS[0]
+    ids, labels = encoded(tokenizer, f"What is the moving status of object <c1,{camera},{x},{y}>?", "Stopped.")
+    images = [j for j, token in enumerate(ids) if token == tokenizer.context_image_token_id]
+    grid = BUILDER.locations
+    key = images[tokens.token(camera, grid.bin(x, WIDTH), grid.bin(y, HEIGHT))]
+    [(query, pointed)] = targets(ids, labels)
+    assert pointed == key and tokenizer.convert_ids_to_tokens(ids[query]) == f"<y{grid.bin(y, HEIGHT)}>"
+    assert labels[query] == IGNORE_INDEX  # read, not written
 
 
 def test_packed_pointers_keep_their_queries_and_keys(parts):
     tokenizer, _, targets = parts
     samples = [encoded(tokenizer, Q_OBJECTS_IN_PATH, ANSWER), encoded(tokenizer, "Where are they?", ANSWER)]
-    pairs = [(ids, labels) for ids, labels, _ in samples]
-    row = pack_encoded(pairs)
-    prefix, starts = shared_prefix_length(pairs), packed_starts(pairs)
-    for (ids, labels, answer), start in zip(samples, starts, strict=True):
-        alone = targets(ids, labels, answer)
+    row = pack_encoded(samples)
+    prefix, starts = shared_prefix_length(samples), packed_starts(samples)
+    for (ids, labels), start in zip(samples, starts, strict=True):
+        alone = targets(ids, labels)
         packed = shift_pointers(alone, prefix, start)
         assert len(packed) == len(alone) == 4
         for (query, key), (packed_query, packed_key) in zip(alone, packed, strict=True):
@@ -94,7 +105,7 @@ def test_pointer_loss_is_the_mean_negative_log_attention_at_the_targets():
 def test_pointers_need_location_tokens_and_the_per_view_layout(parts):
     tokenizer, lookup, _ = parts
     with pytest.raises(ValueError, match="location tokens"):
-        PointerTargets(PromptBuilder(rig=BUILDER.rig, layout="per_view"), tokenizer, lookup, TOKENS, PATCHES)
+        PointerTargets(PromptBuilder(rig=BUILDER.rig, layout="per_view"), tokenizer, lookup)
 
 
 @pytest.mark.parametrize(

@@ -137,14 +137,23 @@ def test_location_tokens_and_pointer_loss_train_and_the_export_answers_in_pixels
     assert len(pointer) == 6 and pointer[-1] < pointer[0] - 1.0, pointer  # attention moves onto the objects
     settings = json.loads((target / "drive_mllm.json").read_text())
     assert settings["location_bins"] == 32 and settings["location_extent"] == [WIDTH, HEIGHT]
+    assert settings["pointer_decoding"] is True
     model = DrivingModel.load(target, PromptBuilder(layout="per_view"))  # nuScenes-size rig: the grid decides
     assert model.builder.locations.bins == 32 and "<x0>" in model.tokenizer.get_vocab()
+    assert model.pointer is not None
     written = model.tokenizer.encode("Firstly notice that <c1,CAM_FRONT,<x16>,<y18>>.", add_special_tokens=False)
     assert model.answer_texts([written]) == [f"Firstly notice that <c1,CAM_FRONT,{16.5 * WIDTH / 32:.1f},"
                                              f"{18.5 * HEIGHT / 32:.1f}>."]  # served in camera pixels
     views = [synthetic_camera_image(seed, (WIDTH, HEIGHT)) for seed in range(6)]
-    answer = model.answer(model.prepare(views), ["What are the important objects in the current scene?"], 40)[0]
+    frame = model.prepare(views)
+    answer = model.answer(frame, ["What are the important objects in the current scene?"], 40)[0]
     assert not re.search(r"<[xy]\d+>", answer), answer
+    written = model.tokenizer.encode("Notice <c1,CAM_FRONT,<x16>,<y18>> and <c2,CAM_BACK,<x16>,<y18>>.",
+                                     add_special_tokens=False)
+    pointed = model.tokenizer.decode(model.point_answer(frame, model.prompt_ids("Which?", [1] * 6), written))
+    tags = re.findall(r"<c\d,(CAM_\w+),<x(\d+)>,<y(\d+)>>", pointed)  # re-placed by the attention
+    assert len(tags) == 2 and tags[0] != tags[1] and {camera for camera, _, _ in tags} <= set(model.builder.rig.names)
+    assert model.model.config._attn_implementation == "sdpa"  # eager only for the pointing pass
 
 
 def disk_full(*args, **kwargs):

@@ -300,11 +300,11 @@ class ConversationDataset(Dataset):
         if self.pointers is not None:
             prefix, starts = shared_prefix_length(encoded), packed_starts(encoded)
             item["pointers"] = [pointer for sample, (ids, labels), start in zip(members, encoded, starts, strict=True)
-                                for pointer in shift_pointers(self.sample_pointers(sample, ids, labels), prefix, start)]
+                                for pointer in shift_pointers(self.sample_pointers(ids, labels), prefix, start)]
         return item
 
-    def sample_pointers(self, sample: Sample, ids: list[int], labels: list[int]) -> list[Pointer]:
-        return self.pointers(ids, labels, sample.messages[-1]["content"]) if self.pointers else []
+    def sample_pointers(self, ids: list[int], labels: list[int]) -> list[Pointer]:
+        return self.pointers(ids, labels) if self.pointers else []
 
     def single(self, index: int) -> dict[str, Any]:
         """Sample `index` on its own, packed or not."""
@@ -313,7 +313,7 @@ class ConversationDataset(Dataset):
         input_ids, labels = self.encode(sample, tiles)
         item = {"input_ids": input_ids, "labels": labels, "pixel_values": pixel_values, "sample_ids": [sample.sample_id]}
         if self.pointers is not None:
-            item["pointers"] = self.sample_pointers(sample, input_ids, labels)
+            item["pointers"] = self.sample_pointers(input_ids, labels)
         return item
 
     def pack_frames(self, max_length: int, seed: int) -> None:

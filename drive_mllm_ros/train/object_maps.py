@@ -34,6 +34,7 @@ from ..drivelm import (
     STEERING_CLASSES,
     TAG_PATTERN,
 )
+from ..pointing import patch_size, token_of_patch
 from ..preprocess import TilingSpec, layout_images, to_pixel_values
 from ..prompt import PromptBuilder
 from .arguments import DriveLMSource, drivelm_sources
@@ -110,24 +111,6 @@ def frame_labels(frame: dict) -> FrameLabels:
             if steering and speed:
                 return FrameLabels(frame_objects(frame), STEERING_CLASSES.index(steering), SPEED_CLASSES.index(speed))
     return FrameLabels(frame_objects(frame))
-
-
-def patch_size(model: nn.Module) -> int:
-    """The vision tower's patch side in pixels."""
-    size = unwrap(model).config.vision_config.patch_size
-    return size[0] if isinstance(size, list | tuple) else size
-
-
-def token_of_patch(model: nn.Module, grid: int) -> torch.Tensor:
-    """(grid * grid,) image-token index of each ViT patch (row-major), through the model's own pixel shuffle."""
-    internvl = unwrap(model).model
-    patches = torch.arange(grid * grid, dtype=torch.float32).reshape(1, grid, grid, 1)
-    shuffled = internvl.pixel_shuffle(patches, scale_factor=internvl.config.downsample_ratio)
-    token_patches = shuffled.reshape(-1, shuffled.shape[-1]).long()
-    lookup = torch.empty(grid * grid, dtype=torch.long)
-    for token, members in enumerate(token_patches):
-        lookup[members] = token
-    return lookup
 
 
 class ObjectMapDataset(Dataset):
@@ -226,8 +209,8 @@ def build_object_maps(data: Any, spec: TilingSpec, builder: PromptBuilder, model
     if not marks:
         raise DataError(f"{data.drivelm_json}: no object with a camera position (key object tags or per-camera "
                         "listings with pixel centres) to pretrain the vision tower on")
-    patch = patch_size(model)
-    lookup = token_of_patch(model, spec.tile_size // patch)
+    patch = patch_size(unwrap(model))
+    lookup = token_of_patch(unwrap(model), spec.tile_size // patch)
     make = lambda frames: ObjectMapDataset(frames, classes, spec, builder, patch, lookup)  # noqa: E731
     held_out = None
     if data.eval_json:

@@ -72,12 +72,14 @@ InternVL-family checkpoint in the native transformers layout (no remote code), t
 
 
 def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpec, card: str, layout: str,
-                 multiple_choice: str, locations: LocationGrid | None) -> None:
+                 multiple_choice: str, locations: LocationGrid | None, pointer_decoding: bool) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     write_checkpoint_layout(folder, layout)  # the node serves it with the layout it was trained for
     write_checkpoint_multiple_choice(folder, multiple_choice)  # and answers multiple choice as its source did
     if locations:
         update_checkpoint_settings(folder, **locations.settings())  # and writes positions as it learned to
+    if pointer_decoding:
+        update_checkpoint_settings(folder, pointer_decoding=True)  # its attention places the tags (pointing.py)
     tokenizer.save_pretrained(folder)
     for name, content in processor_files(spec, model.config.image_seq_length).items():
         (folder / name).write_text(json.dumps(content, indent=2))
@@ -85,12 +87,14 @@ def write_export(folder: Path, model: nn.Module, tokenizer: Any, spec: TilingSpe
 
 
 def export_model(model: nn.Module, tokenizer: Any, spec: TilingSpec, target: Path, card: str, layout: str,
-                 multiple_choice: str = "generate", locations: LocationGrid | None = None) -> Path:
+                 multiple_choice: str = "generate", locations: LocationGrid | None = None,
+                 pointer_decoding: bool = False) -> Path:
     """Write the servable checkpoint to `target` atomically (temp folder, then rename over the old one)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        write_export(staging, servable_model(model), tokenizer, spec, card, layout, multiple_choice, locations)
+        write_export(staging, servable_model(model), tokenizer, spec, card, layout, multiple_choice, locations,
+                     pointer_decoding)
         previous = target.with_name(f".{target.name}.old")
         if target.exists():
             target.rename(previous)

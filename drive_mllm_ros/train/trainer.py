@@ -19,14 +19,15 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from ..cameras import CameraRig
 from ..locations import LocationGrid, location_tokens
 from ..model import check_folder, check_tokenizer, load_internvl_config, resolve_dtype
+from ..pointing import ImageTokenGrid
 from ..preprocess import TilingSpec
 from ..presets import build_config, load_preset
-from ..prompt import PromptBuilder, checkpoint_locations, checkpoint_multiple_choice
+from ..prompt import PromptBuilder, checkpoint_locations, checkpoint_multiple_choice, checkpoint_pointer_decoding
 from ..tiny_model import build_tokenizer
 from .arguments import DISTILL, OBJECTS, ConfigError, TrainConfig
 from .collate import AnswerOnlyCollator, answer_cross_entropy, answer_forward, answer_logits
 from .data import build_datasets
-from .distill import Distiller, common_vocab_size, precompute_teacher_topk
+from .distill import Distiller, common_vocab_size, precompute_teacher_topk, unwrap
 from .object_maps import (
     attach_head,
     build_object_maps,
@@ -34,8 +35,6 @@ from .object_maps import (
     collate_object_maps,
     held_out_scores,
     object_map_loss,
-    patch_size,
-    token_of_patch,
 )
 from .pointers import PointerTargets, pointer_loss
 from .save import export_model, model_card
@@ -99,8 +98,8 @@ def location_grid(config: TrainConfig, model: Any, tokenizer: Any) -> LocationGr
 
 
 def pointer_targets(model: Any, tokenizer: Any, spec: TilingSpec, builder: PromptBuilder) -> PointerTargets:
-    grid = spec.tile_size // patch_size(model)
-    return PointerTargets(builder, tokenizer, token_of_patch(model, grid), model.config.image_seq_length, grid)
+    return PointerTargets(builder, tokenizer,
+                          ImageTokenGrid.of_model(unwrap(model), spec.tile_size, builder.locations, builder.rig.names))
 
 
 def apply_tuning(model: Any, config: TrainConfig) -> Any:
@@ -397,7 +396,8 @@ def run(config: TrainConfig, callbacks: list[TrainerCallback] = ()) -> Path:
     target = output_dir / EXPORT_FOLDER
     if trainer.is_world_process_zero():
         card = model_card(config, report.summary(), trainer.state.global_step, metrics)
-        export_model(trainer.model, tokenizer, spec, target, card, config.data.layout,
-                     checkpoint_multiple_choice(config.model.path), builder.locations)  # a fine-tuned student answers as it did
+        pointed = bool(config.method.pointer_weight) or checkpoint_pointer_decoding(config.model.path)
+        export_model(trainer.model, tokenizer, spec, target, card, config.data.layout,  # a fine-tuned student answers
+                     checkpoint_multiple_choice(config.model.path), builder.locations, pointed)  # as it did
     trainer.accelerator.wait_for_everyone()
     return target
