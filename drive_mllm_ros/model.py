@@ -374,13 +374,11 @@ class DrivingModel:
         if not steps:
             return answer
         ids = prompt + answer
-        with eager_attention(self.model), torch.no_grad():
+        with eager_attention(self.model), torch.no_grad():  # the logits are not needed: only the attention
             output = self.model(input_ids=torch.tensor([ids], device=self.device), pixel_values=frame.pixel_values,
-                                output_attentions=True)
-        logits = output.logits[0].float()
+                                output_attentions=True, logits_to_keep=1)
         images = [index for index, token in enumerate(ids) if token == self.tokenizer.context_image_token_id]
-        placed = point(output.attentions[-1][0], logits[:, columns[0]], logits[:, columns[1]], images, len(prompt),
-                       steps, self.pointer)
+        placed = point(output.attentions[-1][0], images, len(prompt), steps, self.pointer)
         text = repoint_tags(self.tokenizer.decode(answer, skip_special_tokens=True), placed, self.pointer.cameras)
         return self.tokenizer.encode(text, add_special_tokens=False)
 

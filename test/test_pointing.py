@@ -19,18 +19,20 @@ def tokens(tiny_checkpoint) -> ImageTokenGrid:
     return ImageTokenGrid.of_model(model, 224, LocationGrid(BINS, WIDTH, HEIGHT), NUSCENES_CAMERAS)
 
 
-def test_each_image_token_holds_the_bins_that_map_to_it_and_the_views_tile_the_grid(tokens):
+def test_token_centres_tile_each_view_and_spread_then_locate_gives_the_position_back(tokens):
     assert tokens.image_seq_length == 64 and tokens.patch_grid == 16
-    for camera in ("CAM_FRONT", "CAM_BACK_LEFT"):
-        covered = set()
-        for token in tokens.camera_tokens(camera):
-            x_bins, y_bins = tokens.bins(token)
-            assert len(x_bins) == len(y_bins) == BINS // 8  # 8 x 8 tokens per view
-            assert {tokens.token(camera, x, y) for x in x_bins for y in y_bins} == {token}
-            covered |= {(x, y) for x in x_bins for y in y_bins}
-        assert len(covered) == BINS * BINS
-    back = NUSCENES_CAMERAS.index("CAM_BACK")
-    assert tokens.camera_tokens("CAM_BACK") == range(back * 64, (back + 1) * 64)
+    xs, ys = sorted(set(tokens.centres[:, 0].tolist())), sorted(set(tokens.centres[:, 1].tolist()))
+    assert xs == pytest.approx([28 * (i + 0.5) for i in range(8)]) and ys == pytest.approx([15.75 * (i + 0.5) for i in range(8)])
+    corner = NUSCENES_CAMERAS.index("CAM_BACK") * 64 + int(tokens.token_of_patch[0])
+    assert tokens.spread("CAM_BACK", 0, 0) == [(corner, 1.0)]  # past the corner token's centre: that token alone
+    for camera, x_bin, y_bin in (("CAM_FRONT", 16, 18), ("CAM_BACK_LEFT", 3, 27), ("CAM_BACK", 4, 2)):
+        spread = tokens.spread(camera, x_bin, y_bin)
+        assert 1 <= len(spread) <= 4 and sum(weight for _, weight in spread) == pytest.approx(1.0)
+        attention = torch.zeros(6 * 64)
+        for token, weight in spread:
+            attention[token] = weight
+        top = max(spread, key=lambda pair: pair[1])[0]
+        assert tokens.locate(top, attention) == (camera, x_bin, y_bin)  # an attention that matches the target
 
 
 def test_location_steps_are_the_tags_pairs_with_their_camera(tiny_checkpoint):
@@ -47,23 +49,21 @@ def test_location_steps_are_the_tags_pairs_with_their_camera(tiny_checkpoint):
         ["<x3>", "<y20>"], ["<x31>", "<y0>"]]  # a listed object's "at (x, y)" keeps its bins
 
 
-def test_point_takes_the_most_attended_token_of_any_view_and_the_best_scored_bins_inside_it(tokens):
+def test_point_takes_the_most_attended_token_of_any_view_refined_by_its_neighbours(tokens):
     prompt, length = 400, 420  # image tokens at 10..393 of the prompt; the answer starts at 400
     images = list(range(10, 10 + 6 * 64))
-    back, front_right = tokens.camera_tokens("CAM_BACK")[5], tokens.camera_tokens("CAM_FRONT_RIGHT")[21]
-    attention = torch.full((2, length, length), 1e-4)
+    attention = torch.full((2, length, length), 1e-6)
     steps = [LocationStep(3, 5, "CAM_FRONT"), LocationStep(12, 14, "CAM_FRONT")]  # as written; any view competes
+    back, front_right = tokens.spread("CAM_BACK", 20, 10), tokens.spread("CAM_FRONT_RIGHT", 5, 25)
     for step in steps:
         for query in (prompt + step.x_at - 1, prompt + step.y_at - 1):
-            attention[:, query, images[back]] = 0.9
-            attention[:, query, images[front_right]] = 0.5
-    x_logits, y_logits = torch.zeros(length, BINS), torch.zeros(length, BINS)
-    x_bins, y_bins = tokens.bins(back)
-    x_logits[prompt + 2, x_bins[-1]] = y_logits[prompt + 4, y_bins[1]] = 5.0
-    x_logits[prompt + 2, 0] = 9.0  # a bin outside the pointed token does not count
-    first, second = point(attention, x_logits, y_logits, images, prompt, steps, tokens)
-    assert first == ("CAM_BACK", x_bins[-1], y_bins[1])
-    assert tokens.token(*second) == front_right  # one object, one listing: the next best token
+            for token, weight in back:
+                attention[:, query, images[token]] = 0.6 * weight
+            for token, weight in front_right:
+                attention[:, query, images[token]] = 0.4 * weight
+    first, second = point(attention, images, prompt, steps, tokens)
+    assert first == ("CAM_BACK", 20, 10)
+    assert second == ("CAM_FRONT_RIGHT", 5, 25)  # one object, one listing: the next best object
 
 
 def test_repoint_tags_replaces_camera_and_bins_of_each_tag_in_order():
