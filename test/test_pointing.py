@@ -19,20 +19,27 @@ def tokens(tiny_checkpoint) -> ImageTokenGrid:
     return ImageTokenGrid.of_model(model, 224, LocationGrid(BINS, WIDTH, HEIGHT), NUSCENES_CAMERAS)
 
 
-def test_token_centres_tile_each_view_and_spread_then_locate_gives_the_position_back(tokens):
+def test_tokens_hold_their_bins_and_locate_reads_where_between_tokens_the_attention_lies(tokens):
     assert tokens.image_seq_length == 64 and tokens.patch_grid == 16
     xs, ys = sorted(set(tokens.centres[:, 0].tolist())), sorted(set(tokens.centres[:, 1].tolist()))
     assert xs == pytest.approx([28 * (i + 0.5) for i in range(8)]) and ys == pytest.approx([15.75 * (i + 0.5) for i in range(8)])
-    corner = NUSCENES_CAMERAS.index("CAM_BACK") * 64 + int(tokens.token_of_patch[0])
-    assert tokens.spread("CAM_BACK", 0, 0) == [(corner, 1.0)]  # past the corner token's centre: that token alone
-    for camera, x_bin, y_bin in (("CAM_FRONT", 16, 18), ("CAM_BACK_LEFT", 3, 27), ("CAM_BACK", 4, 2)):
-        spread = tokens.spread(camera, x_bin, y_bin)
-        assert 1 <= len(spread) <= 4 and sum(weight for _, weight in spread) == pytest.approx(1.0)
-        attention = torch.zeros(6 * 64)
-        for token, weight in spread:
-            attention[token] = weight
-        top = max(spread, key=lambda pair: pair[1])[0]
-        assert tokens.locate(top, attention) == (camera, x_bin, y_bin)  # an attention that matches the target
+    grid = tokens.grid
+    for camera, x_bin, y_bin in (("CAM_FRONT", 16, 18), ("CAM_BACK_LEFT", 3, 27), ("CAM_BACK", 0, 0)):
+        token = tokens.token(camera, x_bin, y_bin)
+        assert token // 64 == NUSCENES_CAMERAS.index(camera)
+        offset = (tokens.centres[token % 64] - torch.tensor([grid.centre(x_bin, WIDTH), grid.centre(y_bin, HEIGHT)])).abs()
+        assert (offset <= tokens.spacing / 2).all()  # the token holds the bin's centre
+        alone = torch.zeros(6 * 64)
+        alone[token] = 1.0
+        x, y = tokens.centres[token % 64].tolist()
+        assert tokens.locate(token, alone) == (camera, grid.bin(x, WIDTH), grid.bin(y, HEIGHT))
+    left, right = tokens.token("CAM_FRONT", 12, 16), tokens.token("CAM_FRONT", 16, 16)  # neighbours along x
+    split = torch.zeros(6 * 64)
+    split[left] = split[right] = 0.5
+    camera, x_bin, y_bin = tokens.locate(left, split)
+    x_bins = [grid.bin(float(tokens.centres[token % 64][0]), WIDTH) for token in (left, right)]
+    assert camera == "CAM_FRONT" and x_bins[0] < x_bin < x_bins[1]  # between the two
+    assert y_bin == grid.bin(float(tokens.centres[left % 64][1]), HEIGHT)
 
 
 def test_location_steps_are_the_tags_pairs_with_their_camera(tiny_checkpoint):
@@ -49,21 +56,20 @@ def test_location_steps_are_the_tags_pairs_with_their_camera(tiny_checkpoint):
         ["<x3>", "<y20>"], ["<x31>", "<y0>"]]  # a listed object's "at (x, y)" keeps its bins
 
 
-def test_point_takes_the_most_attended_token_of_any_view_refined_by_its_neighbours(tokens):
+def test_point_takes_the_most_attended_token_of_any_view_and_one_place_per_object(tokens):
     prompt, length = 400, 420  # image tokens at 10..393 of the prompt; the answer starts at 400
     images = list(range(10, 10 + 6 * 64))
     attention = torch.full((2, length, length), 1e-6)
     steps = [LocationStep(3, 5, "CAM_FRONT"), LocationStep(12, 14, "CAM_FRONT")]  # as written; any view competes
-    back, front_right = tokens.spread("CAM_BACK", 20, 10), tokens.spread("CAM_FRONT_RIGHT", 5, 25)
+    back, front_right = tokens.token("CAM_BACK", 20, 10), tokens.token("CAM_FRONT_RIGHT", 5, 25)
     for step in steps:
         for query in (prompt + step.x_at - 1, prompt + step.y_at - 1):
-            for token, weight in back:
-                attention[:, query, images[token]] = 0.6 * weight
-            for token, weight in front_right:
-                attention[:, query, images[token]] = 0.4 * weight
+            attention[:, query, images[back]] = 0.6
+            attention[:, query, images[back + 1]] = 0.2  # the same object's next token: passed over
+            attention[:, query, images[front_right]] = 0.1
     first, second = point(attention, images, prompt, steps, tokens)
-    assert first == ("CAM_BACK", 20, 10)
-    assert second == ("CAM_FRONT_RIGHT", 5, 25)  # one object, one listing: the next best object
+    assert first[0] == "CAM_BACK" and tokens.token(*first) in (back, back + 1)
+    assert second[0] == "CAM_FRONT_RIGHT" and tokens.token(*second) == front_right
 
 
 def test_repoint_tags_replaces_camera_and_bins_of_each_tag_in_order():

@@ -46,33 +46,21 @@ def encoded(tokenizer, question: str, answer: str) -> tuple[list[int], list[int]
     return encode_conversation(tokenizer, BUILDER.messages(question, answer), [1] * 6, TOKENS)
 
 
-def by_query(pointers: list[tuple[int, int, float]]) -> dict[int, dict[int, float]]:
-    grouped: dict[int, dict[int, float]] = {}
-    for query, key, weight in pointers:
-        grouped.setdefault(query, {})[key] = weight
-    return grouped
-
-
-def test_each_tag_spreads_both_its_tokens_over_the_image_tokens_around_its_centre(parts):
+def test_each_tag_points_both_its_tokens_at_the_image_token_of_its_centre(parts):
     tokenizer, tokens, targets = parts
     ids, labels = encoded(tokenizer, Q_OBJECTS_IN_PATH, ANSWER)
-    queries = by_query(targets(ids, labels))
-    assert len(queries) == 2 * len(TAGS)  # the listed "at (x, y)" point names no camera: no pointer
+    pointers = targets(ids, labels)
+    assert len(pointers) == 2 * len(TAGS)  # the listed "at (x, y)" point names no camera: no pointer
     images = [j for j, token in enumerate(ids) if token == tokenizer.context_image_token_id]
     x_tokens, y_tokens = set(location_tokens(32)[:32]), set(location_tokens(32)[32:])
-    grid = BUILDER.locations
-    for (camera, x, y), (x_query, y_query) in zip(TAGS, zip(*[iter(sorted(queries))] * 2, strict=True), strict=True):
-        assert tokenizer.convert_ids_to_tokens(labels[x_query + 1]) in x_tokens  # the query predicts <xI>
-        assert tokenizer.convert_ids_to_tokens(labels[y_query + 1]) in y_tokens
-        spread = queries[x_query]
-        assert spread == queries[y_query] and sum(spread.values()) == pytest.approx(1.0)
-        views = {divmod(images.index(key), TOKENS)[0] for key in spread}
-        assert views == {BUILDER.rig.names.index(camera)}
-        centre = torch.tensor([grid.centre(grid.bin(x, WIDTH), WIDTH), grid.centre(grid.bin(y, HEIGHT), HEIGHT)])
-        located = sum(weight * tokens.centres[images.index(key) % TOKENS] for key, weight in spread.items())
-        inside = (tokens.centres.min(0).values <= centre).all() and (centre <= tokens.centres.max(0).values).all()
-        if inside:  # bilinear weights put the weighted centre exactly on the tag's position
-            assert torch.allclose(located, centre, atol=1e-3)
+    for (camera, x, y), (x_pointer, y_pointer) in zip(TAGS, zip(pointers[::2], pointers[1::2], strict=True), strict=True):
+        assert tokenizer.convert_ids_to_tokens(labels[x_pointer[0] + 1]) in x_tokens  # the query predicts <xI>
+        assert tokenizer.convert_ids_to_tokens(labels[y_pointer[0] + 1]) in y_tokens
+        assert x_pointer[1] == y_pointer[1]
+        view, token = divmod(images.index(x_pointer[1]), TOKENS)
+        assert BUILDER.rig.names[view] == camera
+        patch = int(y / HEIGHT * PATCHES) * PATCHES + int(x / WIDTH * PATCHES)
+        assert int(tokens.token_of_patch[patch]) == token  # the token that holds the tag's centre
 
 
 def test_a_tag_read_in_the_question_points_its_y_token_at_the_object(parts):
@@ -81,14 +69,13 @@ def test_a_tag_read_in_the_question_points_its_y_token_at_the_object(parts):
     ids, labels = encoded(tokenizer, f"What is the moving status of object <c1,{camera},{x},{y}>?", "Stopped.")
     images = [j for j, token in enumerate(ids) if token == tokenizer.context_image_token_id]
     grid = BUILDER.locations
-    spread = tokens.spread(camera, grid.bin(x, WIDTH), grid.bin(y, HEIGHT))
-    [(query, pointed)] = by_query(targets(ids, labels)).items()
-    assert pointed == {images[token]: weight for token, weight in spread}
-    assert tokenizer.convert_ids_to_tokens(ids[query]) == f"<y{grid.bin(y, HEIGHT)}>"
+    key = images[tokens.token(camera, grid.bin(x, WIDTH), grid.bin(y, HEIGHT))]
+    [(query, pointed)] = targets(ids, labels)
+    assert pointed == key and tokenizer.convert_ids_to_tokens(ids[query]) == f"<y{grid.bin(y, HEIGHT)}>"
     assert labels[query] == IGNORE_INDEX  # read, not written
 
 
-def test_packed_pointers_keep_their_queries_keys_and_weights(parts):
+def test_packed_pointers_keep_their_queries_and_keys(parts):
     tokenizer, _, targets = parts
     samples = [encoded(tokenizer, Q_OBJECTS_IN_PATH, ANSWER), encoded(tokenizer, "Where are they?", ANSWER)]
     row = pack_encoded(samples)
@@ -96,25 +83,23 @@ def test_packed_pointers_keep_their_queries_keys_and_weights(parts):
     for (ids, labels), start in zip(samples, starts, strict=True):
         alone = targets(ids, labels)
         packed = shift_pointers(alone, prefix, start)
-        assert len(packed) == len(alone) and len(by_query(packed)) == 4
-        for (query, key, weight), (packed_query, packed_key, packed_weight) in zip(alone, packed, strict=True):
+        assert len(packed) == len(alone) == 4
+        for (query, key), (packed_query, packed_key) in zip(alone, packed, strict=True):
             assert row["input_ids"][packed_query + 1] == ids[query + 1] and row["labels"][packed_query + 1] == labels[query + 1]
-            assert packed_key == key < prefix and packed_weight == weight
+            assert packed_key == key < prefix
     batch = AnswerOnlyCollator(tokenizer.pad_token_id)([{**row, "pixel_values": torch.zeros(6, 3, 224, 224),
-                                                         "sample_ids": ["a", "b"],
-                                                         "pointers": [(5, 1, 0.25), (6, 2, 1.0)]}])
-    assert batch["pointer_targets"].tolist() == [[0, 5, 1, 0.25], [0, 6, 2, 1.0]]
+                                                         "sample_ids": ["a", "b"], "pointers": [(5, 1), (6, 2)]}])
+    assert batch["pointer_targets"].tolist() == [[0, 5, 1], [0, 6, 2]]
 
 
-def test_pointer_loss_is_the_cross_entropy_of_the_attention_against_the_weights():
+def test_pointer_loss_is_the_mean_negative_log_attention_at_the_targets():
     length = 8
     uniform = torch.full((1, 2, length, length), 1 / length)
-    targets = torch.tensor([[0, 5, 1, 0.5], [0, 5, 2, 0.5], [0, 6, 2, 1.0]])
+    targets = torch.tensor([[0, 5, 1], [0, 6, 2]])
     assert pointer_loss(uniform, targets).item() == pytest.approx(math.log(length))
-    matching = torch.zeros(1, 2, length, length)
-    matching[0, :, 5, 1] = matching[0, :, 5, 2] = 0.5
-    matching[0, :, 6, 2] = 1.0
-    assert pointer_loss(matching, targets).item() == pytest.approx(math.log(2) / 2, abs=1e-5)  # the entropy
+    sharp = torch.zeros(1, 2, length, length)
+    sharp[0, :, 5, 1] = sharp[0, :, 6, 2] = 1.0
+    assert pointer_loss(sharp, targets).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_pointers_need_location_tokens_and_the_per_view_layout(parts):

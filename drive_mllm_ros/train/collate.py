@@ -113,8 +113,8 @@ class AnswerOnlyCollator:
                 batch[name][row, :size] = torch.as_tensor(feature[name])
             attention_mask[row, :size] = 1
         if "pointers" in features[0]:
-            rows = [(row, *pointer) for row, feature in enumerate(features) for pointer in feature["pointers"]]
-            batch["pointer_targets"] = torch.tensor(rows, dtype=torch.float32).reshape(-1, 4)  # row, query, key, weight
+            rows = [(row, query, key) for row, feature in enumerate(features) for query, key in feature["pointers"]]
+            batch["pointer_targets"] = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
         return {
             **batch,
             "attention_mask": attention_mask,

@@ -20,7 +20,7 @@ from ..pointing import ImageTokenGrid, location_steps
 from ..prompt import PromptBuilder
 from .collate import IGNORE_INDEX
 
-Pointer = tuple[int, int, float]  # (query position, key position, weight) in one encoded sequence
+Pointer = tuple[int, int]  # (query position, key position) in one encoded sequence
 
 
 class PointerTargets:
@@ -36,30 +36,26 @@ class PointerTargets:
         self.y_bins = {tokenizer.convert_tokens_to_ids(f"<y{i}>"): i for i in bins}
 
     def __call__(self, ids: list[int], labels: list[int]) -> list[Pointer]:
-        """(query, key, weight) targets of one encoded sample: the object's position spread over the image tokens
-        around it (`ImageTokenGrid.spread`). A tag the model writes: at the positions predicting its `<xI>` and
-        `<yJ>`. A tag it reads (in the question): at its `<yJ>`, where the whole position is known, so that what
-        follows about the object (its moving status, whether it is in the path) can use the object's tokens."""
+        """(query, key) pairs of one encoded sample. A tag the model writes: the positions predicting its `<xI>`
+        and `<yJ>`. A tag it reads (in the question): its `<yJ>`, where the whole position is known, so that what
+        follows about the object (its moving status, whether it is in the path) can use the object's token."""
         images = [j for j, token in enumerate(ids) if token == self.image_token_id]
         pointers = []
         for step in location_steps(ids, self.tokenizer, set(self.x_bins), set(self.y_bins), self.tokens.cameras):
-            spread = self.tokens.spread(step.camera, self.x_bins[ids[step.x_at]], self.y_bins[ids[step.y_at]])
+            key = images[self.tokens.token(step.camera, self.x_bins[ids[step.x_at]], self.y_bins[ids[step.y_at]])]
             written = labels[step.x_at] != IGNORE_INDEX
-            queries = [step.x_at - 1, step.y_at - 1] if written else [step.y_at]
-            pointers += [(query, images[token], weight) for query in queries for token, weight in spread]
-        return [pointer for pointer in pointers if pointer[1] < pointer[0]]
+            pointers += [(step.x_at - 1, key), (step.y_at - 1, key)] if written else [(step.y_at, key)]
+        return [(query, key) for query, key in pointers if key < query]
 
 
 def shift_pointers(pointers: list[Pointer], prefix: int, start: int) -> list[Pointer]:
     """A sample's pointers once packed: its tokens after the shared prefix begin at `start`; keys (image tokens)
     lie in the prefix."""
-    return [(query - prefix + start, key, weight) for query, key, weight in pointers if key < prefix <= query]
+    return [(query - prefix + start, key) for query, key in pointers if key < prefix <= query]
 
 
 def pointer_loss(attention: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the attention (B, heads, L, L; averaged over heads) against (row, query, key, weight)
-    targets, per query (each query's weights sum to 1)."""
-    rows, queries, keys = targets[:, :3].long().unbind(-1)
-    weights = targets[:, 3].float()
+    """Mean -log of the attention (B, heads, L, L; averaged over heads) at each (row, query, key) target."""
+    rows, queries, keys = targets.unbind(-1)
     probabilities = attention.float().mean(1)[rows, queries, keys]
-    return -(weights * torch.log(probabilities.clamp_min(1e-6))).sum() / weights.sum()
+    return -torch.log(probabilities.clamp_min(1e-6)).mean()
