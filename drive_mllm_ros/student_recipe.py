@@ -203,8 +203,8 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--student-steps", type=int, default=3000, help="distillation steps (one frame's QA pack each)")
     root.add_argument("--polish-steps", type=int, default=1500,
                       help="distillation steps after them with the yes/no conflict question repeated too")
-    root.add_argument("--listing-steps", type=int, default=0,
-                      help="last SFT steps with location tokens and the pointer loss (0: none; docs/STUDENT.md run 10)")
+    root.add_argument("--listing-steps", type=int, default=4000,
+                      help="last SFT steps with location tokens and the pointer loss (0: none; docs/STUDENT.md runs 10-11)")
     root.add_argument("--install", help="copy the student here when it reads the cameras (e.g. models/student)")
     root.add_argument("--min-camera-gain", type=float, default=0.1,
                       help="accuracy the student must gain over blank images to be installed")
@@ -276,7 +276,8 @@ def data_counts(drivelm_json: Path) -> str:
 def recipe_summary(args: argparse.Namespace, out: Path, scores: dict, gaps: dict, teacher: Path, student: Path,
                    seconds: float) -> str:
     teacher_params, student_params = parameter_count(teacher), parameter_count(student)
-    listing = f" + {args.listing_steps} listing steps (location tokens, pointer loss)" if args.listing_steps else ""
+    listing = (f" + {args.listing_steps} listing SFT steps (location tokens, pointer loss; tags placed by the attention)"
+               if args.listing_steps else "")
     world = out / "world"
     return (f"## Recipe\n`python -m drive_mllm_ros.student_recipe --out {out}` (`make student`), "
             f"{seconds / 60:.1f} min on this machine (CPU).\n\n"
