@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
 from .answers import ScoredAnswer, split_choices
 from .fast_decode import (
@@ -27,6 +28,7 @@ from .fast_decode import (
     StaticCachePool,
     decode_from_prefix,
     encode_prefix,
+    fill_cache,
     image_prefix_length,
 )
 from .locations import location_tokens
@@ -367,18 +369,21 @@ class DrivingModel:
         return [self.point_answer(frame, prompt, row) for prompt, row in zip(prompts, rows, strict=True)]
 
     def point_answer(self, frame: PreparedFrame, prompt: list[int], answer: list[int]) -> list[int]:
-        """One answer with its tags' cameras and bins read off the attention (one eager forward pass)."""
+        """One answer with its tags' cameras and bins read off the attention (one eager pass over the question and
+        answer, from the frame's cached prefix)."""
         columns = [[self.tokenizer.convert_tokens_to_ids(f"<{axis}{i}>") for i in range(self.pointer.grid.bins)]
                    for axis in "xy"]
         steps = location_steps(answer, self.tokenizer, *(set(ids) for ids in columns), self.pointer.cameras)
         if not steps:
             return answer
-        ids = prompt + answer
+        prefix, _ = self.frame_prefix(frame, prompt)  # images and prompt head: cached, only the rest runs again
+        rest = prompt[len(prefix.ids):] + answer
+        cache = fill_cache(DynamicCache(config=self.model.config), prefix, 1)
         with eager_attention(self.model), torch.no_grad():  # the logits are not needed: only the attention
-            output = self.model(input_ids=torch.tensor([ids], device=self.device), pixel_values=frame.pixel_values,
+            output = self.model(input_ids=torch.tensor([rest], device=self.device), cache=cache,
                                 output_attentions=True, logits_to_keep=1)
-        images = [index for index, token in enumerate(ids) if token == self.tokenizer.context_image_token_id]
-        placed = point(output.attentions[-1][0], images, len(prompt), steps, self.pointer)
+        images = [index for index, token in enumerate(prefix.ids) if token == self.tokenizer.context_image_token_id]
+        placed = point(output.attentions[-1][0], images, len(prompt) - len(prefix.ids), steps, self.pointer)
         text = repoint_tags(self.tokenizer.decode(answer, skip_special_tokens=True), placed, self.pointer.cameras)
         return self.tokenizer.encode(text, add_special_tokens=False)
 

@@ -132,8 +132,10 @@ def location_steps(answer_ids: list[int], tokenizer: Any, x_ids: set[int], y_ids
 
 def point(attention: torch.Tensor, image_positions: list[int], answer_start: int, steps: list[LocationStep],
           tokens: ImageTokenGrid) -> list[tuple[str, int, int]]:
-    """(camera, x bin, y bin) per step, from one sequence's last-layer attention (heads, L, L) over prompt + answer:
-    the image token both of the step's positions attend to most, refined by the attention on its neighbours.
+    """(camera, x bin, y bin) per step, from the last-layer attention (heads, queries, keys) of a pass whose keys
+    are the whole sequence (image tokens at `image_positions`) and whose queries end with the answer, starting at
+    row `answer_start`: the image token both of the step's positions attend to most, refined by the attention on its
+    neighbours.
 
     Every view competes: the attention finds the object more often than the written camera names its view (on
     seed 9101, match F1 47.9 vs 40.3 within the written camera; docs/STUDENT.md run 11). One object, one listing:
