@@ -253,6 +253,8 @@ class DrivingModel:
         self.static_caches = StaticCachePool(model.config) if static_cache else None
         self.last_timings: dict[str, float] = {}  # ms per stage of the last answer call (vision, prefill, decode)
         self.pointer = pointer_grid(model, spec, builder) if pointer_decoding else None
+        bins = range(builder.locations.bins if builder.locations else 0)
+        self.location_ids = tuple({tokenizer.convert_tokens_to_ids(f"<{axis}{i}>") for i in bins} for axis in "xy")
 
     @classmethod
     def load(cls, path: str | Path, builder: PromptBuilder, device: str = "auto", dtype: str = "auto",
@@ -371,9 +373,7 @@ class DrivingModel:
     def point_answer(self, frame: PreparedFrame, prompt: list[int], answer: list[int]) -> list[int]:
         """One answer with its tags' cameras and bins read off the attention (one eager pass over the question and
         answer, from the frame's cached prefix)."""
-        columns = [[self.tokenizer.convert_tokens_to_ids(f"<{axis}{i}>") for i in range(self.pointer.grid.bins)]
-                   for axis in "xy"]
-        steps = location_steps(answer, self.tokenizer, *(set(ids) for ids in columns), self.pointer.cameras)
+        steps = location_steps(answer, self.tokenizer, *self.location_ids, self.pointer.cameras)
         if not steps:
             return answer
         prefix, _ = self.frame_prefix(frame, prompt)  # images and prompt head: cached, only the rest runs again

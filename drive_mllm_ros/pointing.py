@@ -3,9 +3,8 @@
 A checkpoint trained with the pointer loss (`method.pointer_weight`, train/pointers.py) attends, when it writes a
 tag's `<xI>`/`<yJ>` (locations.py), to the image token that holds the object. Its bins are copied less well than its
 attention finds the object (docs/STUDENT.md, run 11), so a checkpoint saved with `"pointer_decoding": true` takes each
-tag's position from that attention instead: the token the tag's two location steps attend to most (in the tag's
-camera), and within that token the bins the language model scores highest. Training (targets) and serving
-(decoding) share this geometry. No rclpy.
+tag's place from that attention instead: the token (of any view) the tag's two location steps attend to most, refined
+by the attention on its neighbours. Training (targets) and serving (decoding) share this geometry. No rclpy.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import chain
 from typing import Any
 
 import torch
@@ -145,9 +145,10 @@ def point(attention: torch.Tensor, image_positions: list[int], answer_start: int
     for step in steps:
         queries = [answer_start + step.x_at - 1, answer_start + step.y_at - 1]  # the positions predicting them
         ranked = looks[queries].clamp_min(1e-9).log().sum(0).argsort(descending=True).tolist()
-        places = (tokens.locate(token, looks[queries].mean(0)) for token in ranked)
-        chosen.append(next((place for place in places if not any(tokens.near(place, other) for other in chosen)),
-                           tokens.locate(ranked[0], looks[queries].mean(0))))
+        places = (tokens.locate(token, looks[queries].mean(0)) for token in ranked)  # located lazily, best first
+        best = next(places)
+        chosen.append(next((place for place in chain([best], places)
+                            if not any(tokens.near(place, other) for other in chosen)), best))
     return chosen
 
 

@@ -7,7 +7,7 @@ views: its attention does not find the object's image token by itself within our
 `<yJ>` (locations.py) is pulled, by cross-entropy, onto the image token that holds the tag's centre; the
 answer's cross-entropy then only has to copy the bin, and serving can read the position off that attention
 (pointing.py). A tag in the question gets the same target at its `<yJ>`. Needs location tokens and the per_view layout with one tile
-per view (the object map's geometry, train/object_maps.py).
+per view (the image-token geometry, pointing.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class PointerTargets:
         bins = range(builder.locations.bins)
         self.x_bins = {tokenizer.convert_tokens_to_ids(f"<x{i}>"): i for i in bins}  # token id -> bin
         self.y_bins = {tokenizer.convert_tokens_to_ids(f"<y{i}>"): i for i in bins}
+        self.x_ids, self.y_ids = set(self.x_bins), set(self.y_bins)
 
     def __call__(self, ids: list[int], labels: list[int]) -> list[Pointer]:
         """(query, key) pairs of one encoded sample. A tag the model writes: the positions predicting its `<xI>`
@@ -41,7 +42,7 @@ class PointerTargets:
         follows about the object (its moving status, whether it is in the path) can use the object's token."""
         images = [j for j, token in enumerate(ids) if token == self.image_token_id]
         pointers = []
-        for step in location_steps(ids, self.tokenizer, set(self.x_bins), set(self.y_bins), self.tokens.cameras):
+        for step in location_steps(ids, self.tokenizer, self.x_ids, self.y_ids, self.tokens.cameras):
             key = images[self.tokens.token(step.camera, self.x_bins[ids[step.x_at]], self.y_bins[ids[step.y_at]])]
             written = labels[step.x_at] != IGNORE_INDEX
             pointers += [(step.x_at - 1, key), (step.y_at - 1, key)] if written else [(step.y_at, key)]
