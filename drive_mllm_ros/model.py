@@ -373,7 +373,7 @@ class DrivingModel:
     def point_answer(self, frame: PreparedFrame, prompt: list[int], answer: list[int]) -> list[int]:
         """One answer with its tags' cameras and bins read off the attention (one eager pass over the question and
         answer, from the frame's cached prefix)."""
-        steps = location_steps(answer, self.tokenizer, *self.location_ids, self.pointer.cameras)
+        steps = location_steps(answer, self.tokenizer, *self.location_ids, self.pointer.cameras, partial=True)
         if not steps:
             return answer
         prefix, _ = self.frame_prefix(frame, prompt)  # images and prompt head: cached, only the rest runs again

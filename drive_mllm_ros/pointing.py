@@ -26,7 +26,8 @@ TAG_CAMERA = re.compile(r"<\s*c\d+\s*,\s*([A-Za-z_]+)\s*,\s*$")  # a tag's head 
 LOCATE_POWER = 0.5
 SAME_OBJECT_PX = 16.0  # two listed places closer than this (L1, view pixels) are one object: the scorer's radius
 TAG_HEAD_TOKENS = 32  # a tag's head ("<c12,CAM_FRONT_RIGHT,") is decoded from at most this many tokens back
-TAG_WITH_LOCATION = re.compile(r"(<\s*c\d+\s*,\s*)([A-Za-z_]+)(\s*,\s*)<x\d+>(\s*,\s*)<y\d+>(\s*>)")
+# A tag with its location tokens; a small model sometimes leaves one of the two out (`<c2,CAM_BACK,<y22>>`).
+TAG_WITH_LOCATION = re.compile(r"(<\s*c\d+\s*,\s*)([A-Za-z_]+)(\s*,\s*)(?:<x\d+>\s*,\s*<y\d+>|<x\d+>|<y\d+>)(\s*>)")
 
 
 def patch_size(model: nn.Module) -> int:
@@ -105,28 +106,38 @@ class ImageTokenGrid:
 
 @dataclass(frozen=True)
 class LocationStep:
-    """One tag's location pair in a token sequence: indices of its `<xI>` and `<yJ>`, and its camera as written."""
+    """One tag's location tokens in a token sequence: indices of its `<xI>` and `<yJ>` (None: left out), and its
+    camera as written."""
 
-    x_at: int
-    y_at: int
+    x_at: int | None
+    y_at: int | None
     camera: str
+
+    @property
+    def written(self) -> list[int]:
+        """Indices of the location tokens the tag has."""
+        return [at for at in (self.x_at, self.y_at) if at is not None]
 
 
 def location_steps(answer_ids: list[int], tokenizer: Any, x_ids: set[int], y_ids: set[int],
-                   cameras: tuple[str, ...]) -> list[LocationStep]:
-    """The tags' location pairs (a tag's `<xI>`, then its `<yJ>` after the separator). A listed object's
-    "at (x, y)" names no camera and has no pointer target in training: it keeps the bins the model wrote."""
+                   cameras: tuple[str, ...], partial: bool = False) -> list[LocationStep]:
+    """The tags' location pairs (a tag's `<xI>`, then its `<yJ>` after the separator); with `partial`, also tags
+    that have only one of the two. A listed object's "at (x, y)" names no camera and has no pointer target in
+    training: it keeps the bins the model wrote."""
     steps = []
-    for x_at, token in enumerate(answer_ids):
-        if token not in x_ids:
+    for at, token in enumerate(answer_ids):
+        if token not in x_ids and not (partial and token in y_ids):
             continue
-        y_at = next((j for j in range(x_at + 1, min(x_at + 4, len(answer_ids))) if answer_ids[j] in y_ids), None)
-        if y_at is None:
-            continue
-        head = TAG_CAMERA.search(tokenizer.decode(answer_ids[max(0, x_at - TAG_HEAD_TOKENS):x_at],
+        head = TAG_CAMERA.search(tokenizer.decode(answer_ids[max(0, at - TAG_HEAD_TOKENS):at],
                                                   skip_special_tokens=True))
-        if head and head.group(1) in cameras:
-            steps.append(LocationStep(x_at, y_at, head.group(1)))
+        if not head or head.group(1) not in cameras:
+            continue  # not right after a tag's camera: the `<yJ>` of a pair, or a listed object's position
+        if token in y_ids:
+            steps.append(LocationStep(None, at, head.group(1)))
+            continue
+        y_at = next((j for j in range(at + 1, min(at + 4, len(answer_ids))) if answer_ids[j] in y_ids), None)
+        if y_at is not None or partial:
+            steps.append(LocationStep(at, y_at, head.group(1)))
     return steps
 
 
@@ -143,7 +154,7 @@ def point(attention: torch.Tensor, image_positions: list[int], answer_start: int
     looks = attention.float().mean(0)[:, image_positions]  # (L, image tokens)
     chosen: list[tuple[str, int, int]] = []
     for step in steps:
-        queries = [answer_start + step.x_at - 1, answer_start + step.y_at - 1]  # the positions predicting them
+        queries = [answer_start + at - 1 for at in step.written]  # the positions predicting them
         ranked = looks[queries].clamp_min(1e-9).log().sum(0).argsort(descending=True).tolist()
         places = (tokens.locate(token, looks[queries].mean(0)) for token in ranked)  # located lazily, best first
         best = next(places)
@@ -153,8 +164,8 @@ def point(attention: torch.Tensor, image_positions: list[int], answer_start: int
 
 
 def repoint_tags(text: str, placed: list[tuple[str, int, int]], cameras: tuple[str, ...]) -> str:
-    """The text's tags (those `location_steps` finds, in order) with their camera and bins replaced. Unchanged
-    when the tags and `placed` do not pair up (a tag cut short at the token budget)."""
+    """The text's tags (those `location_steps(partial=True)` finds, in order) with their camera and both bins
+    written. Unchanged when the tags and `placed` do not pair up (a tag cut short at the token budget)."""
     tags = [match for match in TAG_WITH_LOCATION.finditer(text) if match.group(2) in cameras]
     if len(tags) != len(placed):
         return text
@@ -164,5 +175,5 @@ def repoint_tags(text: str, placed: list[tuple[str, int, int]], cameras: tuple[s
         if match.group(2) not in cameras:
             return match.group(0)
         camera, x_bin, y_bin = next(placed_iter)
-        return f"{match.group(1)}{camera}{match.group(3)}<x{x_bin}>{match.group(4)}<y{y_bin}>{match.group(5)}"
+        return f"{match.group(1)}{camera}{match.group(3)}<x{x_bin}>,<y{y_bin}>{match.group(4)}"
     return TAG_WITH_LOCATION.sub(replace, text)

@@ -54,6 +54,13 @@ def test_location_steps_are_the_tags_pairs_with_their_camera(tiny_checkpoint):
     assert [step.camera for step in steps] == ["CAM_BACK", "CAM_FRONT_LEFT"]
     assert [tokenizer.convert_ids_to_tokens([ids[s.x_at], ids[s.y_at]]) for s in steps] == [
         ["<x3>", "<y20>"], ["<x31>", "<y0>"]]  # a listed object's "at (x, y)" keeps its bins
+    # A small model sometimes leaves a location token out: pointer decoding still places the tag (partial).
+    ids = tokenizer.encode("Firstly notice that <c1,CAM_BACK,<y20>>. Secondly notice that <c2,CAM_FRONT,<x4>>. "
+                           "Thirdly notice that <c3,CAM_BACK_LEFT,<x3>,<y2>>.", add_special_tokens=False)
+    assert [step.camera for step in location_steps(ids, tokenizer, x_ids, y_ids, NUSCENES_CAMERAS)] == ["CAM_BACK_LEFT"]
+    steps = location_steps(ids, tokenizer, x_ids, y_ids, NUSCENES_CAMERAS, partial=True)
+    assert [(step.camera, tokenizer.convert_ids_to_tokens([ids[at] for at in step.written])) for step in steps] == [
+        ("CAM_BACK", ["<y20>"]), ("CAM_FRONT", ["<x4>"]), ("CAM_BACK_LEFT", ["<x3>", "<y2>"])]
 
 
 def test_point_takes_the_most_attended_token_of_any_view_and_one_place_per_object(tokens):
@@ -70,6 +77,9 @@ def test_point_takes_the_most_attended_token_of_any_view_and_one_place_per_objec
     first, second = point(attention, images, prompt, steps, tokens)
     assert first[0] == "CAM_BACK" and tokens.token(*first) in (back, back + 1)
     assert second[0] == "CAM_FRONT_RIGHT" and tokens.token(*second) == front_right
+    attention[:, prompt + 17, images[front_right]] = 0.9  # a tag that wrote only its <yJ> (at 18) points too
+    (only,) = point(attention, images, prompt, [LocationStep(None, 18, "CAM_BACK")], tokens)
+    assert only[0] == "CAM_FRONT_RIGHT" and tokens.token(*only) == front_right
 
 
 def test_repoint_tags_replaces_camera_and_bins_of_each_tag_in_order():
@@ -78,3 +88,6 @@ def test_repoint_tags_replaces_camera_and_bins_of_each_tag_in_order():
     assert repoint_tags(text, placed, NUSCENES_CAMERAS) == (
         "Firstly <c1,CAM_FRONT,<x4>,<y5>> at (<x9>, <y1>), then <c2,CAM_BACK_RIGHT,<x6>,<y7>>.")
     assert repoint_tags(text, placed[:1], NUSCENES_CAMERAS) == text  # not paired up: left as written
+    partial = "Firstly <c1,CAM_BACK,<y20>>, then <c2,CAM_FRONT_LEFT,<x31>>."  # tags with a location token left out
+    assert repoint_tags(partial, placed, NUSCENES_CAMERAS) == (
+        "Firstly <c1,CAM_FRONT,<x4>,<y5>>, then <c2,CAM_BACK_RIGHT,<x6>,<y7>>.")
