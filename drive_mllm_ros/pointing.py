@@ -26,8 +26,9 @@ TAG_CAMERA = re.compile(r"<\s*c\d+\s*,\s*([A-Za-z_]+)\s*,\s*$")  # a tag's head 
 LOCATE_POWER = 0.5
 SAME_OBJECT_PX = 16.0  # two listed places closer than this (L1, view pixels) are one object: the scorer's radius
 TAG_HEAD_TOKENS = 32  # a tag's head ("<c12,CAM_FRONT_RIGHT,") is decoded from at most this many tokens back
-# A tag with its location tokens; a small model sometimes leaves one of the two out (`<c2,CAM_BACK,<y22>>`).
-TAG_WITH_LOCATION = re.compile(r"(<\s*c\d+\s*,\s*)([A-Za-z_]+)(\s*,\s*)(?:<x\d+>\s*,\s*<y\d+>|<x\d+>|<y\d+>)(\s*>)")
+# A tag with its location tokens; a small model sometimes leaves one of them, or the closing `>`, out
+# (`<c2,CAM_BACK,<y22>>`, `<c2,CAM_BACK,<x16>, so ...`).
+TAG_WITH_LOCATION = re.compile(r"(<\s*c\d+\s*,\s*)([A-Za-z_]+)(\s*,\s*)(?:<x\d+>\s*,?\s*<y\d+>|<x\d+>|<y\d+>)\s*>?")
 
 
 def patch_size(model: nn.Module) -> int:
@@ -175,5 +176,5 @@ def repoint_tags(text: str, placed: list[tuple[str, int, int]], cameras: tuple[s
         if match.group(2) not in cameras:
             return match.group(0)
         camera, x_bin, y_bin = next(placed_iter)
-        return f"{match.group(1)}{camera}{match.group(3)}<x{x_bin}>,<y{y_bin}>{match.group(4)}"
+        return f"{match.group(1)}{camera}{match.group(3)}<x{x_bin}>,<y{y_bin}>>"
     return TAG_WITH_LOCATION.sub(replace, text)

@@ -88,6 +88,6 @@ def test_repoint_tags_replaces_camera_and_bins_of_each_tag_in_order():
     assert repoint_tags(text, placed, NUSCENES_CAMERAS) == (
         "Firstly <c1,CAM_FRONT,<x4>,<y5>> at (<x9>, <y1>), then <c2,CAM_BACK_RIGHT,<x6>,<y7>>.")
     assert repoint_tags(text, placed[:1], NUSCENES_CAMERAS) == text  # not paired up: left as written
-    partial = "Firstly <c1,CAM_BACK,<y20>>, then <c2,CAM_FRONT_LEFT,<x31>>."  # tags with a location token left out
+    partial = "Firstly <c1,CAM_BACK,<y20>>, then <c2,CAM_FRONT_LEFT,<x31>, so on."  # a location token or > left out
     assert repoint_tags(partial, placed, NUSCENES_CAMERAS) == (
-        "Firstly <c1,CAM_FRONT,<x4>,<y5>>, then <c2,CAM_BACK_RIGHT,<x6>,<y7>>.")
+        "Firstly <c1,CAM_FRONT,<x4>,<y5>>, then <c2,CAM_BACK_RIGHT,<x6>,<y7>>, so on.")
