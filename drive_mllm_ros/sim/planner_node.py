@@ -80,7 +80,11 @@ class PlannerNode(Node):
 
     def _on_route(self, msg: Path) -> None:
         self.route = np.array([[q.pose.position.x, q.pose.position.y] for q in msg.poses]).reshape(-1, 2)
-        self.poses, self.scene, self.trajectory, self.truth = PoseHistory(), None, None, None  # a new run
+        # A new run: its inputs start over. The times too: a ground truth that came before the (latched) route would
+        # otherwise count as this step's and be dropped, and the first command would stop the car.
+        self.poses, self.scene, self.trajectory, self.truth = PoseHistory(), None, None, None
+        self.scene_time = self.truth_time = -1e9
+        self.pending_odom = None
 
     def _on_scene(self, msg: String) -> None:
         scene = json.loads(msg.data)
