@@ -125,18 +125,21 @@ def location_steps(answer_ids: list[int], tokenizer: Any, x_ids: set[int], y_ids
     """The tags' location pairs (a tag's `<xI>`, then its `<yJ>` after the separator); with `partial`, also tags
     that have only one of the two. A listed object's "at (x, y)" names no camera and has no pointer target in
     training: it keeps the bins the model wrote."""
-    steps = []
+    steps: list[LocationStep] = []
+    paired: set[int] = set()  # indices of the `<yJ>` already read with their `<xI>`
     for at, token in enumerate(answer_ids):
-        if token not in x_ids and not (partial and token in y_ids):
-            continue
+        if token not in x_ids and not (partial and token in y_ids and at not in paired):
+            continue  # a y of a pair is read with its x: no second look back for a tag head
         head = TAG_CAMERA.search(tokenizer.decode(answer_ids[max(0, at - TAG_HEAD_TOKENS):at],
                                                   skip_special_tokens=True))
         if not head or head.group(1) not in cameras:
-            continue  # not right after a tag's camera: the `<yJ>` of a pair, or a listed object's position
+            continue  # not right after a tag's camera: a listed object's position
         if token in y_ids:
             steps.append(LocationStep(None, at, head.group(1)))
             continue
         y_at = next((j for j in range(at + 1, min(at + 4, len(answer_ids))) if answer_ids[j] in y_ids), None)
+        if y_at is not None:
+            paired.add(y_at)
         if y_at is not None or partial:
             steps.append(LocationStep(at, y_at, head.group(1)))
     return steps

@@ -196,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--held-out-scenes", type=int, default=8, help="8: every scenario once (4 had no turn)")
     root.add_argument("--vocab-size", type=int, default=1024)
     root.add_argument("--vision-steps", type=int, default=6000,
-                      help="object-map steps per model (4 frames each); 6,000 read the speed per frame (run 9)")
+                      help="object-map steps per model (4 frames each); 6,000 read the speed per frame (run 12)")
     root.add_argument("--warmup-steps", type=int, default=800, help="first-stage SFT steps per model (4 QA each)")
     root.add_argument("--first-weight", type=float, default=8.0,
                       help="repeats of the first stage's questions in the mix stage (they are unlearned otherwise)")
